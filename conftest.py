@@ -7,11 +7,14 @@
     pytest --full                           # run notebooks at full size (IN_TEST unset)
 
 Each notebook runs in a fresh Python process through nbdev's `test_nb` (so cells carrying a flag
-from settings.ini's `tst_flags` are skipped unless forced). Wall times are printed at the end.
+from settings.ini's `tst_flags` are skipped unless forced), two at a time with one torch thread each
+(`--nb-workers N` to change; on two cores this beats one notebook with two threads, since most
+tensors in quick mode are small). Wall times are printed at the end.
 The repository checks fail when `ldm_edu/` differs from a fresh `nbdev_export`, when README.md is
 stale against nbs/index.ipynb, or when `.ci/run` and the README's set-up commands disagree.
 """
 import configparser, filecmp, os, re, shutil, subprocess, sys, tempfile, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
 
@@ -26,6 +29,8 @@ def pytest_addoption(parser):
     parser.addoption('--flags', default='', help='space-separated tst_flags whose cells should run (e.g. "slow cuda")')
     parser.addoption('--full', action='store_true', help='run notebooks at full size (do not set IN_TEST)')
     parser.addoption('--nb-timeout', type=float, default=1800, help='seconds before a single notebook is killed')
+    parser.addoption('--nb-workers', type=int, default=int(os.environ.get('LDM_EDU_TEST_WORKERS', min(2, os.cpu_count() or 1))),
+                     help='notebooks run at once (default: 2, or $LDM_EDU_TEST_WORKERS); each gets one torch thread when > 1')
 
 def pytest_collect_file(parent, file_path):
     p = Path(file_path)
@@ -46,24 +51,48 @@ ok, _ = test_nb(fn, skip_flags=skip, force_flags=force, showerr=True, basepath=s
 sys.exit(0 if ok else 1)
 '''
 
-class NotebookItem(pytest.Item):
-    def runtest(self):
-        cfg, opt = _cfg(), self.config.option
+def _run_notebook(path: Path, opt, skip: str, env: dict) -> tuple[int, str, str, float]:
+    start = time.perf_counter()
+    try:
+        r = subprocess.run([sys.executable, '-c', _RUNNER, str(path), skip, opt.flags, str(ROOT)],
+                           cwd=NBS, env=env, capture_output=True, text=True, timeout=opt.nb_timeout)
+        return r.returncode, r.stdout, r.stderr, time.perf_counter() - start
+    except subprocess.TimeoutExpired:
+        return -1, '', f'{path.name} did not finish within {opt.nb_timeout:.0f} s', time.perf_counter() - start
+
+_POOL, _FUTURES = None, {}
+
+def _start_all(config):
+    "Start every collected notebook on a pool of `--nb-workers` processes (each torch process gets 1 thread when > 1 worker)."
+    global _POOL
+    if _POOL is None:
+        opt = config.option
+        workers = max(1, opt.nb_workers)
         env = dict(os.environ)
         env.pop('IN_TEST', None)
         if not opt.full: env['IN_TEST'] = '1'
         else: env.setdefault('LDM_EDU_QUICK', '0')
         env.setdefault('MPLBACKEND', 'Agg')
-        start = time.perf_counter()
-        try:
-            r = subprocess.run([sys.executable, '-c', _RUNNER, str(self.path), cfg.get('tst_flags', ''), opt.flags, str(ROOT)],
-                               cwd=NBS, env=env, capture_output=True, text=True, timeout=opt.nb_timeout)
-        except subprocess.TimeoutExpired:
-            _TIMES[self.path.name] = time.perf_counter() - start
-            raise NotebookFailure(f'{self.path.name} did not finish within {opt.nb_timeout:.0f} s') from None
-        _TIMES[self.path.name] = time.perf_counter() - start
-        if r.returncode != 0:
-            raise NotebookFailure(f'{self.path.name} failed (exit {r.returncode}):\n{r.stderr[-8000:]}\n{r.stdout[-2000:]}')
+        if workers > 1: env.setdefault('OMP_NUM_THREADS', '1')
+        _POOL = ThreadPoolExecutor(workers)
+        skip = _cfg().get('tst_flags', '')
+        for item in getattr(config, '_nb_items', []):
+            _FUTURES[item.path] = _POOL.submit(_run_notebook, item.path, opt, skip, env)
+    return _FUTURES
+
+def pytest_collection_modifyitems(session, config, items):
+    config._nb_items = [i for i in items if isinstance(i, NotebookItem)]
+
+def pytest_sessionfinish(session):
+    if _POOL is not None: _POOL.shutdown(wait=False, cancel_futures=True)
+
+class NotebookItem(pytest.Item):
+    def runtest(self):
+        rc, out, err, dt = _start_all(self.config)[self.path].result()
+        _TIMES[self.path.name] = dt
+        if rc != 0:
+            err = err if len(err) < 10000 else err[:5000] + '\n[... cut ...]\n' + err[-5000:]
+            raise NotebookFailure(f'{self.path.name} failed (exit {rc}):\n{err}\n{out[-2000:]}')
 
     def repr_failure(self, excinfo):
         return str(excinfo.value) if isinstance(excinfo.value, NotebookFailure) else super().repr_failure(excinfo)
@@ -114,4 +143,4 @@ def pytest_terminal_summary(terminalreporter):
     tr = terminalreporter
     tr.section('notebook wall times')
     for name, t in sorted(_TIMES.items()): tr.write_line(f'{t:8.1f} s  {name}')
-    tr.write_line(f'{sum(_TIMES.values()):8.1f} s  total ({len(_TIMES)} notebooks)')
+    tr.write_line(f'{sum(_TIMES.values()):8.1f} s  summed over {len(_TIMES)} notebooks (they run in parallel)')
