@@ -116,7 +116,7 @@ class RepoCheck(pytest.Item):
             shutil.copy(ROOT / 'settings.ini', d)
             shutil.copytree(NBS, d / 'nbs', ignore=shutil.ignore_patterns('.ipynb_checkpoints', '_*'))
             shutil.copytree(ROOT / 'ldm_edu', d / 'ldm_edu', ignore=shutil.ignore_patterns('__pycache__'))
-            r = subprocess.run(['nbdev_export'], cwd=d, capture_output=True, text=True)
+            r = subprocess.run([sys.executable, '-c', 'from nbdev.doclinks import nbdev_export; nbdev_export()'], cwd=d, capture_output=True, text=True)
             assert r.returncode == 0, f'nbdev_export failed:\n{r.stderr}'
             ours = {p.relative_to(ROOT) for p in (ROOT / 'ldm_edu').rglob('*.py')}
             fresh = {p.relative_to(d) for p in (d / 'ldm_edu').rglob('*.py')}
