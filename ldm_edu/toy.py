@@ -124,12 +124,7 @@ class GaussianMixtureData:
         return eps.to(xt.device, xt.dtype)
 
 # %% ../nbs/04_toy_diffusion.ipynb #4b9fe3ff
-def _sinusoidal(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    "Transformer-style sinusoidal embedding of (float) timesteps `(B,)` -> `(B, dim)`."
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([args.cos(), args.sin()], dim=1)
+from .unet import timestep_embedding   # the U-Net's sinusoidal embedding ([cos | sin], notebook 08)
 
 class ToyMLP(nn.Module):
     """A small residual MLP noise predictor for low-dimensional data: `forward(xt (B, dim), t (B,)) -> (B, dim)`.
@@ -151,7 +146,7 @@ class ToyMLP(nn.Module):
         t = torch.as_tensor(t, device=xt.device)
         if t.ndim == 0: t = t.expand(xt.shape[0])
         if t.shape != (xt.shape[0],): raise ValueError(f"t must be (B,) = ({xt.shape[0]},), got {tuple(t.shape)}")
-        temb = self.t_mlp(_sinusoidal(t, self.time_dim))
+        temb = self.t_mlp(timestep_embedding(t, self.time_dim))
         h = self.inp(xt)
         for blk, proj in zip(self.blocks, self.t_proj): h = h + blk(h + proj(temb))
         return self.out(h)
