@@ -106,17 +106,21 @@ class UNet(nn.Module):
 
     Heads: `num_heads` per attention layer, or, when `head_dim` is given, `channels // head_dim` heads of width `head_dim`.
     `context_dim=None` gives an unconditional model (the second attention of each block then attends to the image, as in
-    CompVis). `num_classes` adds a class embedding to the time embedding. `transformer_depth` is an int or one per level
+    CompVis). `num_classes` adds a class embedding to the time embedding; `y_dim` instead adds an MLP of a vector `y`
+    (SDXL's `adm_in_channels`, diffusers' `class_embed_type='projection'`), e.g. a pooled text embedding. `transformer_depth` is an int or one per level
     (the middle block uses the last). `linear_proj=False` keeps SD v1's 1x1-conv proj_in/proj_out.
 
-    forward: x (B, in_channels, H, W), t (B,) or scalar, context (B, L, context_dim), y (B,) long, context_mask (B, L) bool
+    forward: x (B, in_channels, H, W), t (B,) or scalar, context (B, L, context_dim), y (B,) long or (B, y_dim) float,
+    context_mask (B, L) bool
     -> (B, out_channels, H, W). H and W must be divisible by 2^(levels - 1)."""
     def __init__(self, in_channels: int = 4, out_channels: int | None = None, model_channels: int = 320,
                  channel_mult: Sequence[int] = (1, 2, 4, 4), num_res_blocks: int = 2, attention_levels: Sequence[int] = (0, 1, 2),
                  num_heads: int = 8, head_dim: int | None = None, transformer_depth: int | Sequence[int] = 1,
                  context_dim: int | None = None, num_classes: int | None = None, norm_groups: int = 32, dropout: float = 0.0,
-                 use_checkpoint: bool = False, linear_proj: bool = False):
+                 use_checkpoint: bool = False, linear_proj: bool = False, y_dim: int | None = None):
         super().__init__()
+        if num_classes is not None and y_dim is not None: raise ValueError("give num_classes (labels) or y_dim (a vector), not both")
+        if y_dim is not None and (not isinstance(y_dim, int) or y_dim < 1): raise ValueError(f"y_dim must be a positive int or None, got {y_dim!r}")
         out_channels = in_channels if out_channels is None else out_channels
         channel_mult, attention_levels = tuple(int(m) for m in channel_mult), tuple(sorted(int(a) for a in attention_levels))
         n_levels = len(channel_mult)
@@ -137,8 +141,9 @@ class UNet(nn.Module):
                             num_heads=num_heads, head_dim=head_dim,
                             transformer_depth=transformer_depth if isinstance(transformer_depth, int) else list(depth),
                             context_dim=context_dim, num_classes=num_classes, norm_groups=norm_groups, dropout=dropout,
-                            use_checkpoint=use_checkpoint, linear_proj=linear_proj)
+                            use_checkpoint=use_checkpoint, linear_proj=linear_proj, y_dim=y_dim)
         self.in_channels, self.out_channels, self.context_dim, self.num_classes = in_channels, out_channels, context_dim, num_classes
+        self.y_dim = y_dim
         self.n_levels, self.use_checkpoint, self.model_channels = n_levels, use_checkpoint, model_channels
         time_dim = 4 * model_channels
 
@@ -150,6 +155,7 @@ class UNet(nn.Module):
 
         self.time_mlp = TimeMLP(model_channels, time_dim)
         self.class_embed = nn.Embedding(num_classes, time_dim) if num_classes is not None else None
+        self.y_embed = TimeMLP(y_dim, time_dim) if y_dim is not None else None
         self.conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
         skips, ch = [model_channels], model_channels
         self.down = nn.ModuleList()
@@ -204,7 +210,10 @@ class UNet(nn.Module):
             if context is None: raise ValueError(f"this UNet needs a context of shape (B, L, {self.context_dim})")
             if context.ndim != 3 or context.shape[0] != B or context.shape[2] != self.context_dim:
                 raise ValueError(f"context must have shape (B, L, context_dim) = ({B}, L, {self.context_dim}), got {tuple(context.shape)}")
-        if self.num_classes is None:
+        if self.y_dim is not None:
+            if y is None or tuple(y.shape) != (B, self.y_dim) or not y.is_floating_point():
+                raise ValueError(f"this UNet takes a vector y (y_dim={self.y_dim}): pass float y of shape ({B}, {self.y_dim}), got {None if y is None else tuple(y.shape)}")
+        elif self.num_classes is None:
             if y is not None: raise ValueError("y (class labels) was passed but the UNet has no class embedding (num_classes=None)")
         else:
             if y is None: raise ValueError(f"this UNet is class-conditional (num_classes={self.num_classes}): pass y of shape (B,)")
@@ -217,9 +226,10 @@ class UNet(nn.Module):
         return module(*args)
 
     def embed_time(self, t: Tensor, y: Tensor | None = None) -> Tensor:
-        "The time (+ class) embedding (B, 4 * model_channels)."
+        "The time (+ class or vector-y) embedding (B, 4 * model_channels)."
         emb = self.time_mlp(timestep_embedding(t, self.model_channels).to(self.time_mlp.fc1.weight.dtype))
         if self.class_embed is not None: emb = emb + self.class_embed(y)
+        if self.y_embed is not None: emb = emb + self.y_embed(y.to(emb.dtype))
         return emb
 
     def forward(self, x: Tensor, t: Tensor | float, context: Tensor | None = None, y: Tensor | None = None,
@@ -250,9 +260,10 @@ _RES_NAMES = {'diffusers': dict(norm1='norm1', conv1='conv1', time_proj='time_em
               'compvis': dict(norm1='in_layers.0', conv1='in_layers.2', time_proj='emb_layers.1', norm2='out_layers.0',
                               conv2='out_layers.3', skip='skip_connection')}
 _TOP_NAMES = {'diffusers': dict(conv_in='conv_in', **{'time_mlp.fc1': 'time_embedding.linear_1', 'time_mlp.fc2': 'time_embedding.linear_2'},
-                                class_embed='class_embedding', norm_out='conv_norm_out', conv_out='conv_out'),
+                                class_embed='class_embedding', norm_out='conv_norm_out', conv_out='conv_out',
+                                **{'y_embed.fc1': 'class_embedding.linear_1', 'y_embed.fc2': 'class_embedding.linear_2'}),
               'compvis': dict(conv_in='input_blocks.0.0', **{'time_mlp.fc1': 'time_embed.0', 'time_mlp.fc2': 'time_embed.2'},
-                              class_embed='label_emb', norm_out='out.0', conv_out='out.2')}
+                              class_embed='label_emb', norm_out='out.0', conv_out='out.2', **{'y_embed.fc1': 'label_emb.0.0', 'y_embed.fc2': 'label_emb.0.2'})}
 
 def _params(module: nn.Module) -> list[str]: return [n for n, _ in module.named_parameters()]
 
@@ -265,7 +276,7 @@ def unet_key_map(unet: UNet | dict, target: str = 'diffusers') -> dict[str, tupl
         with torch.device('meta'): unet = UNet.from_config(unet)
     m: dict[str, tuple[str, ...]] = {}
     for ours, ref in _TOP_NAMES[target].items():
-        if ours == 'class_embed' and unet.class_embed is None: continue
+        if (ours == 'class_embed' and unet.class_embed is None) or (ours.startswith('y_embed') and unet.y_embed is None): continue
         for p in _params(unet.get_submodule(ours)): m[f'{ours}.{p}'] = (f'{ref}.{p}',)
     def res(o: str, r: str, block: ResBlock):
         for name, ref_name in _RES_NAMES[target].items():
@@ -345,12 +356,16 @@ def unet_config_to_diffusers(config: dict) -> dict:
                 cross_attention_dim=ctx if ctx is not None else tuple(chans),
                 attention_head_dim=heads, transformer_layers_per_block=depth if isinstance(depth, int) else tuple(depth),
                 num_class_embeds=config.get('num_classes'), norm_num_groups=config.get('norm_groups', 32),
+                class_embed_type='projection' if config.get('y_dim') else None, projection_class_embeddings_input_dim=config.get('y_dim'),
                 dropout=config.get('dropout', 0.0), use_linear_projection=config.get('linear_proj', False),
                 flip_sin_to_cos=True, freq_shift=0)
 
 def unet_config_from_diffusers(dconfig: dict) -> dict:
     "diffusers `UNet2DConditionModel.config` -> our UNet config; a ValueError names any setting our UNet does not implement."
     d = dict(dconfig)
+    y_dim = None
+    if d.get('class_embed_type') == 'projection':        # a vector y through an MLP: our `y_dim`
+        y_dim = d.pop('projection_class_embeddings_input_dim'); d.pop('class_embed_type')
     for k, v in _DIFFUSERS_FIXED.items():
         if k in d and d[k] != v and not (k == 'mid_block_only_cross_attention' and d[k] in (None, False)):
             raise ValueError(f"diffusers config {k}={d[k]!r} is not supported (expected {v!r})")
@@ -380,7 +395,7 @@ def unet_config_from_diffusers(dconfig: dict) -> dict:
                 num_res_blocks=d['layers_per_block'], attention_levels=att, num_heads=num_heads, head_dim=head_dim,
                 transformer_depth=depth if isinstance(depth, int) else list(depth), context_dim=ctx,
                 num_classes=d.get('num_class_embeds'), norm_groups=d.get('norm_num_groups', 32), dropout=float(d.get('dropout', 0.0)),
-                use_checkpoint=False, linear_proj=bool(d.get('use_linear_projection', False)))
+                use_checkpoint=False, linear_proj=bool(d.get('use_linear_projection', False)), y_dim=y_dim)
 
 def unet_from_diffusers(diffusers_unet: nn.Module) -> UNet:
     "Build our UNet from a diffusers `UNet2DConditionModel` (same config, same weights, same outputs), on its device and dtype."
