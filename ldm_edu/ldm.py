@@ -22,10 +22,45 @@ from .samplers import sample
 from .training import load_state_strict
 
 # %% auto #0
-__all__ = ['LatentDiffusion', 'autoencoder_loss_fn', 'latent_scale_factor']
+__all__ = ['save_model_folder', 'load_model_folder', 'pooled_context', 'LatentDiffusion', 'autoencoder_loss_fn',
+           'latent_scale_factor']
 
 # %% ../nbs/13_latent_diffusion.ipynb #27cf303d
 _COND_KINDS = {'text': TextEncoder, 'class': ClassEmbedder}
+
+def save_model_folder(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write `model.safetensors` and `config.json` (`model.config` plus the weights' SHA-256) to the folder `path`, each
+    atomically. Weights are written first: an interrupted save leaves a config whose hash does not match, which
+    `load_model_folder` reports."""
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    atomic_save_safetensors(model.state_dict(), path / 'model.safetensors')
+    digest = hashlib.sha256((path / 'model.safetensors').read_bytes()).hexdigest()
+    atomic_write_json({**model.config, 'weights_sha256': digest}, path / 'config.json')
+    return path
+
+def load_model_folder(cls: type, path: str | os.PathLike, device: str | torch.device | None = 'cpu') -> nn.Module:
+    """Rebuild a `cls` model saved with `save_model_folder` (through `cls.from_config`), in eval mode on `device`; a
+    `ValueError` says what is wrong with a missing, corrupt or mismatched folder."""
+    path, name = Path(path), cls.__name__
+    if not path.is_dir(): raise ValueError(f"no saved {name} model at {path}: the folder does not exist")
+    if not (path / 'config.json').is_file(): raise ValueError(f"{path} holds no config.json: not a saved {name} model")
+    cfg = load_json(path / 'config.json')
+    digest = cfg.pop('weights_sha256', None) if isinstance(cfg, dict) else None
+    model = cls.from_config(cfg)
+    if not (path / 'model.safetensors').is_file(): raise ValueError(f"{path} holds no model.safetensors")
+    if digest is not None and hashlib.sha256((path / 'model.safetensors').read_bytes()).hexdigest() != digest:
+        raise ValueError(f"{path / 'model.safetensors'} does not match config.json (SHA-256 differs): the files are corrupt, "
+                         "were mixed up, or a save was interrupted")
+    load_state_strict(model, load_safetensors(path / 'model.safetensors'), name)
+    return model.to(get_device(device)).eval()
+
+def pooled_context(context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of the real tokens of a context: `(B, L, D)`, mask `(B, L)` bool (True = real) -> `(B, D)`. A UNet with
+    `y_dim` adds an MLP of it to the time embedding, so every ResBlock sees the whole prompt at once (SDXL does the same
+    with CLIP's pooled output)."""
+    if mask is None: return context.mean(1)
+    m = mask.to(context.dtype).unsqueeze(-1)
+    return (context * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 class LatentDiffusion(nn.Module):
     """A latent diffusion model: a (frozen) `AutoencoderKL` first stage, a `UNet` denoiser on its scaled latents,
@@ -132,7 +167,8 @@ class LatentDiffusion(nn.Module):
         "Prompts (list of B str) or labels (B,) -> UNet keyword arguments `{'context': (B, L, D), 'context_mask': (B, L)}`; {} if unconditional."
         if self.cond_stage is None: return {}
         ctx, mask = self.cond_stage.encode(cond)
-        return dict(context=ctx, context_mask=mask)
+        if getattr(self.unet, 'y_dim', None) is None: return dict(context=ctx, context_mask=mask)   # any denoiser without a y input
+        return dict(context=ctx, context_mask=mask, y=pooled_context(ctx, mask))   # a UNet with y_dim also gets the pooled context
 
     def null_cond(self, n: int) -> Any:
         "The null condition for `n` samples: empty prompts or the null class."
@@ -153,9 +189,9 @@ class LatentDiffusion(nn.Module):
 
     # ---- denoiser and loss --------------------------------------------------------------------------------------
     def forward(self, zt: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        "The denoiser: `z_t (B, C, h, w)`, `t (B,)` -> eps / x0 / v prediction `(B, C, h, w)`."
-        return self.unet(zt, t, context=context, context_mask=context_mask)
+                context_mask: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+        "The denoiser: `z_t (B, C, h, w)`, `t (B,)` (and the conditioning of `condition`) -> eps / x0 / v prediction `(B, C, h, w)`."
+        return self.unet(zt, t, context=context, context_mask=context_mask, y=y)
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """The diffusion loss on one batch: `{'latents': (B, C, h, w)}` (scaled, e.g. from a latent cache) or
@@ -211,27 +247,12 @@ class LatentDiffusion(nn.Module):
     def save(self, path: str | os.PathLike) -> Path:
         """Write `model.safetensors` and `config.json` (with the weights' SHA-256) to the folder `path`, each atomically.
         Weights are written first: an interrupted save leaves a config whose hash does not match, which `load` reports."""
-        path = Path(path); path.mkdir(parents=True, exist_ok=True)
-        atomic_save_safetensors(self.state_dict(), path / 'model.safetensors')
-        digest = hashlib.sha256((path / 'model.safetensors').read_bytes()).hexdigest()
-        atomic_write_json({**self.config, 'weights_sha256': digest}, path / 'config.json')
-        return path
+        return save_model_folder(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = 'cpu') -> 'LatentDiffusion':
         "Rebuild a model saved with `save`; a `ValueError` says what is wrong with a missing, corrupt or mismatched folder."
-        path = Path(path)
-        if not path.is_dir(): raise ValueError(f"no saved LatentDiffusion model at {path}: the folder does not exist")
-        if not (path / 'config.json').is_file(): raise ValueError(f"{path} holds no config.json: not a saved LatentDiffusion model")
-        cfg = load_json(path / 'config.json')
-        digest = cfg.pop('weights_sha256', None) if isinstance(cfg, dict) else None
-        model = cls.from_config(cfg)
-        if not (path / 'model.safetensors').is_file(): raise ValueError(f"{path} holds no model.safetensors")
-        if digest is not None and hashlib.sha256((path / 'model.safetensors').read_bytes()).hexdigest() != digest:
-            raise ValueError(f"{path / 'model.safetensors'} does not match config.json (SHA-256 differs): the files are corrupt, "
-                             "were mixed up, or a save was interrupted")
-        load_state_strict(model, load_safetensors(path / 'model.safetensors'), 'LatentDiffusion')
-        return model.to(get_device(device)).eval()
+        return load_model_folder(cls, path, device)
 
 # %% ../nbs/13_latent_diffusion.ipynb #c437014c
 def autoencoder_loss_fn(kl_weight: float = 1e-6, mse_weight: float = 1.0, l1_weight: float = 0.0,
