@@ -5,7 +5,7 @@
 # %% ../nbs/05_autoencoder.ipynb #343e57f8
 from __future__ import annotations
 import math, re
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -262,77 +262,104 @@ class AutoencoderKL(nn.Module):
         return self.decode(z_scaled / self.scaling_factor + self.shift_factor)
 
 # %% ../nbs/05_autoencoder.ipynb #2314b5e4
-_ATTN_OURS_DIFF = {'norm': 'group_norm', 'q': 'to_q', 'k': 'to_k', 'v': 'to_v', 'proj': 'to_out.0'}
-_ATTN_OURS_CV = {'norm': 'norm', 'q': 'q', 'k': 'k', 'v': 'v', 'proj': 'proj_out'}
-
 def _num_levels(keys, pattern: str) -> int:
     idx = [int(m.group(1)) for k in keys if (m := re.match(pattern, k))]
     if not idx: raise ValueError(f"no encoder level keys found (expected keys matching {pattern!r}): is this a VAE state dict?")
     return max(idx) + 1
 
-def _resblock_part(rest: str, to: str) -> str:
-    "Rename a ResBlock's sub-key (norm1/conv1/norm2/conv2/shortcut) between schemes."
-    for src in ('skip.', 'conv_shortcut.', 'nin_shortcut.'):
-        if rest.startswith(src): return {'ours': 'skip.', 'diffusers': 'conv_shortcut.', 'compvis': 'nin_shortcut.'}[to] + rest[len(src):]
-    return rest
+class _Field(NamedTuple):
+    "A `{slot}` of a key template: its regex on our side and on the reference side, and how its value converts each way (given num_levels)."
+    ours: str
+    ref: str
+    to_ref: Callable[[str, int], str] = lambda s, L: s
+    to_ours: Callable[[str, int], str] = lambda s, L: s
+
+class _NoRef(NamedTuple):
+    "Stands in a rule table where the reference layout has no counterpart to our key; `reason` goes into the ValueError."
+    reason: str
+
+def _same(rx: str) -> _Field: return _Field(rx, rx)
+
+def _renamed(names: dict[str, str]) -> _Field:
+    "A slot holding one of `names` (ours) <-> `names[value]` (reference)."
+    inv = {v: k for k, v in names.items()}
+    alt = lambda ns: '|'.join(re.escape(n) for n in sorted(ns, key=len, reverse=True))
+    return _Field(alt(names), alt(inv), lambda s, L: names[s], lambda s, L: inv[s])
+
+_SHORTCUTS = ('skip.', 'conv_shortcut.', 'nin_shortcut.')     # a ResBlock's 1x1 shortcut conv in ours, diffusers, CompVis
+
+def _resblock_rest(ref: str) -> _Field:
+    "The rest of a ResBlock key: norm1/conv1/norm2/conv2 unchanged, the shortcut renamed `skip.` <-> `ref`."
+    def rename(to: str): return lambda s, L: next((to + s[len(p):] for p in _SHORTCUTS if s.startswith(p)), s)
+    return _Field('.*', '.*', rename(ref), rename('skip.'))
+
+_flip = lambda s, L: str(L - 1 - int(s))                     # CompVis decoder level L-1-k is our up.{k}; its own inverse
+_COMMON_FIELDS = dict(enc=_same('encoder|decoder'), dir=_same('down|up'), lvl=_same(r'\d+'), blk=_same(r'\d+'), rest=_same('.*'))
+_UNCHANGED = ['{enc}.conv_in.{rest}', '{enc}.conv_out.{rest}', 'quant_conv.{rest}', 'post_quant_conv.{rest}']
+
+class _KeyRules:
+    """One rule table between our VAE parameter names and a reference layout: (our template, reference template) pairs with
+    `{slot}`s. Both directions come from it: a template compiles to a regex on its source side, and is filled in as a format
+    string on its target side."""
+    def __init__(self, layout: str, fields: dict[str, _Field], rules: list[tuple[str, str | _NoRef]]):
+        self.layout, self.fields = layout, {**_COMMON_FIELDS, **fields}
+        self.forward = [(self._regex(o, 'ours'), r) for o, r in rules]
+        self.backward = [(self._regex(r, 'ref'), o) for o, r in rules if isinstance(r, str)]
+
+    def _regex(self, template: str, side: str) -> re.Pattern:
+        parts = re.split(r'\{(\w+)\}', template)                 # literal, slot, literal, slot, ...
+        return re.compile(''.join(f'(?P<{p}>{getattr(self.fields[p], side)})' if i % 2 else re.escape(p) for i, p in enumerate(parts)), re.DOTALL)
+
+    def _map(self, key: str, num_levels: int, rules: list, convert: str, unknown: str) -> str:
+        for rx, target in rules:
+            if m := rx.fullmatch(key):
+                if isinstance(target, _NoRef): raise ValueError(f"{key}: {target.reason}")
+                return target.format(**{n: getattr(self.fields[n], convert)(v, num_levels) for n, v in m.groupdict().items()})
+        raise ValueError(f"unknown {unknown}VAE parameter name {key!r}")
+
+    def to_ref(self, key: str, num_levels: int) -> str: return self._map(key, num_levels, self.forward, 'to_ref', '')
+    def to_ours(self, key: str, num_levels: int) -> str: return self._map(key, num_levels, self.backward, 'to_ours', f'{self.layout} ')
+
+_DIFFUSERS_KEYS = _KeyRules('diffusers', dict(
+    res=_resblock_rest('conv_shortcut.'), att=_renamed(dict(norm='group_norm', q='to_q', k='to_k', v='to_v', proj='to_out.0')),
+    mid=_Field('[12]', '[01]', lambda s, L: str(int(s) - 1), lambda s, L: str(int(s) + 1))), [
+    ('{enc}.{dir}.{lvl}.blocks.{blk}.{res}',  '{enc}.{dir}_blocks.{lvl}.resnets.{blk}.{res}'),
+    ('{enc}.{dir}.{lvl}.attns.{rest}',        _NoRef("diffusers' AutoencoderKL has no attention outside the middle block (attn_resolutions must be empty)")),
+    ('encoder.down.{lvl}.downsample.{rest}',  'encoder.down_blocks.{lvl}.downsamplers.0.{rest}'),
+    ('decoder.up.{lvl}.upsample.{rest}',      'decoder.up_blocks.{lvl}.upsamplers.0.{rest}'),
+    ('{enc}.mid.block{mid}.{res}',            '{enc}.mid_block.resnets.{mid}.{res}'),
+    ('{enc}.mid.attn.{att}.{rest}',           '{enc}.mid_block.attentions.0.{att}.{rest}'),
+    ('{enc}.norm_out.{rest}',                 '{enc}.conv_norm_out.{rest}'),
+    *[(t, t) for t in _UNCHANGED]])
+
+_COMPVIS_KEYS = _KeyRules('CompVis', dict(
+    res=_resblock_rest('nin_shortcut.'), att=_renamed(dict(norm='norm', q='q', k='k', v='v', proj='proj_out')),
+    mid=_same('[12]'), up=_Field(r'\d+', r'\d+', _flip, _flip)), [
+    ('encoder.down.{lvl}.blocks.{blk}.{res}',        'encoder.down.{lvl}.block.{blk}.{res}'),
+    ('encoder.down.{lvl}.attns.{blk}.{att}.{rest}',  'encoder.down.{lvl}.attn.{blk}.{att}.{rest}'),
+    ('encoder.down.{lvl}.downsample.{rest}',         'encoder.down.{lvl}.downsample.{rest}'),
+    ('decoder.up.{up}.blocks.{blk}.{res}',           'decoder.up.{up}.block.{blk}.{res}'),
+    ('decoder.up.{up}.attns.{blk}.{att}.{rest}',     'decoder.up.{up}.attn.{blk}.{att}.{rest}'),
+    ('decoder.up.{up}.upsample.{rest}',              'decoder.up.{up}.upsample.{rest}'),
+    ('{enc}.mid.block{mid}.{res}',                   '{enc}.mid.block_{mid}.{res}'),
+    ('{enc}.mid.attn.{att}.{rest}',                  '{enc}.mid.attn_1.{att}.{rest}'),
+    *[(t, t) for t in ['{enc}.norm_out.{rest}', *_UNCHANGED]]])
 
 def ours_to_diffusers_key(key: str, num_levels: int) -> str:
     "Map one of our VAE parameter names to diffusers' `AutoencoderKL` name."
-    k = key
-    if m := re.match(r'(encoder|decoder)\.(down|up)\.(\d+)\.blocks\.(\d+)\.(.*)', k):
-        return f"{m[1]}.{m[2]}_blocks.{m[3]}.resnets.{m[4]}.{_resblock_part(m[5], 'diffusers')}"
-    if re.match(r'(encoder|decoder)\.(down|up)\.\d+\.attns\.', k):
-        raise ValueError(f"{key}: diffusers' AutoencoderKL has no attention outside the middle block (attn_resolutions must be empty)")
-    if m := re.match(r'encoder\.down\.(\d+)\.downsample\.(.*)', k): return f"encoder.down_blocks.{m[1]}.downsamplers.0.{m[2]}"
-    if m := re.match(r'decoder\.up\.(\d+)\.upsample\.(.*)', k): return f"decoder.up_blocks.{m[1]}.upsamplers.0.{m[2]}"
-    if m := re.match(r'(encoder|decoder)\.mid\.block([12])\.(.*)', k): return f"{m[1]}.mid_block.resnets.{int(m[2]) - 1}.{_resblock_part(m[3], 'diffusers')}"
-    if m := re.match(r'(encoder|decoder)\.mid\.attn\.(norm|q|k|v|proj)\.(.*)', k): return f"{m[1]}.mid_block.attentions.0.{_ATTN_OURS_DIFF[m[2]]}.{m[3]}"
-    if m := re.match(r'(encoder|decoder)\.norm_out\.(.*)', k): return f"{m[1]}.conv_norm_out.{m[2]}"
-    if re.match(r'(encoder|decoder)\.(conv_in|conv_out)\.|(post_)?quant_conv\.', k): return k
-    raise ValueError(f"unknown VAE parameter name {key!r}")
+    return _DIFFUSERS_KEYS.to_ref(key, num_levels)
 
 def diffusers_to_ours_key(key: str, num_levels: int) -> str:
     "Map a diffusers `AutoencoderKL` parameter name to ours."
-    k = key
-    if m := re.match(r'(encoder|decoder)\.(down|up)_blocks\.(\d+)\.resnets\.(\d+)\.(.*)', k):
-        return f"{m[1]}.{m[2]}.{m[3]}.blocks.{m[4]}.{_resblock_part(m[5], 'ours')}"
-    if m := re.match(r'encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.*)', k): return f"encoder.down.{m[1]}.downsample.{m[2]}"
-    if m := re.match(r'decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)', k): return f"decoder.up.{m[1]}.upsample.{m[2]}"
-    if m := re.match(r'(encoder|decoder)\.mid_block\.resnets\.([01])\.(.*)', k): return f"{m[1]}.mid.block{int(m[2]) + 1}.{_resblock_part(m[3], 'ours')}"
-    if m := re.match(r'(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(.*)', k):
-        return f"{m[1]}.mid.attn.{ {v: o for o, v in _ATTN_OURS_DIFF.items()}[m[2]] }.{m[3]}"
-    if m := re.match(r'(encoder|decoder)\.conv_norm_out\.(.*)', k): return f"{m[1]}.norm_out.{m[2]}"
-    if re.match(r'(encoder|decoder)\.(conv_in|conv_out)\.|(post_)?quant_conv\.', k): return k
-    raise ValueError(f"unknown diffusers VAE parameter name {key!r}")
+    return _DIFFUSERS_KEYS.to_ours(key, num_levels)
 
 def ours_to_compvis_key(key: str, num_levels: int) -> str:
     "Map one of our VAE parameter names to the CompVis name (without the `first_stage_model.` prefix)."
-    k = key
-    if m := re.match(r'encoder\.down\.(\d+)\.blocks\.(\d+)\.(.*)', k): return f"encoder.down.{m[1]}.block.{m[2]}.{_resblock_part(m[3], 'compvis')}"
-    if m := re.match(r'encoder\.down\.(\d+)\.attns\.(\d+)\.(norm|q|k|v|proj)\.(.*)', k): return f"encoder.down.{m[1]}.attn.{m[2]}.{_ATTN_OURS_CV[m[3]]}.{m[4]}"
-    if m := re.match(r'decoder\.up\.(\d+)\.blocks\.(\d+)\.(.*)', k): return f"decoder.up.{num_levels - 1 - int(m[1])}.block.{m[2]}.{_resblock_part(m[3], 'compvis')}"
-    if m := re.match(r'decoder\.up\.(\d+)\.attns\.(\d+)\.(norm|q|k|v|proj)\.(.*)', k): return f"decoder.up.{num_levels - 1 - int(m[1])}.attn.{m[2]}.{_ATTN_OURS_CV[m[3]]}.{m[4]}"
-    if m := re.match(r'decoder\.up\.(\d+)\.upsample\.(.*)', k): return f"decoder.up.{num_levels - 1 - int(m[1])}.upsample.{m[2]}"
-    if re.match(r'encoder\.down\.\d+\.downsample\.', k): return k
-    if m := re.match(r'(encoder|decoder)\.mid\.block([12])\.(.*)', k): return f"{m[1]}.mid.block_{m[2]}.{_resblock_part(m[3], 'compvis')}"
-    if m := re.match(r'(encoder|decoder)\.mid\.attn\.(norm|q|k|v|proj)\.(.*)', k): return f"{m[1]}.mid.attn_1.{_ATTN_OURS_CV[m[2]]}.{m[3]}"
-    if re.match(r'(encoder|decoder)\.(conv_in|conv_out|norm_out)\.|(post_)?quant_conv\.', k): return k
-    raise ValueError(f"unknown VAE parameter name {key!r}")
+    return _COMPVIS_KEYS.to_ref(key, num_levels)
 
 def compvis_to_ours_key(key: str, num_levels: int) -> str:
     "Map a CompVis first-stage parameter name (prefix already removed) to ours."
-    inv = {v: o for o, v in _ATTN_OURS_CV.items()}
-    k = key
-    if m := re.match(r'encoder\.down\.(\d+)\.block\.(\d+)\.(.*)', k): return f"encoder.down.{m[1]}.blocks.{m[2]}.{_resblock_part(m[3], 'ours')}"
-    if m := re.match(r'encoder\.down\.(\d+)\.attn\.(\d+)\.(norm|q|k|v|proj_out)\.(.*)', k): return f"encoder.down.{m[1]}.attns.{m[2]}.{inv[m[3]]}.{m[4]}"
-    if m := re.match(r'decoder\.up\.(\d+)\.block\.(\d+)\.(.*)', k): return f"decoder.up.{num_levels - 1 - int(m[1])}.blocks.{m[2]}.{_resblock_part(m[3], 'ours')}"
-    if m := re.match(r'decoder\.up\.(\d+)\.attn\.(\d+)\.(norm|q|k|v|proj_out)\.(.*)', k): return f"decoder.up.{num_levels - 1 - int(m[1])}.attns.{m[2]}.{inv[m[3]]}.{m[4]}"
-    if m := re.match(r'decoder\.up\.(\d+)\.upsample\.(.*)', k): return f"decoder.up.{num_levels - 1 - int(m[1])}.upsample.{m[2]}"
-    if re.match(r'encoder\.down\.\d+\.downsample\.', k): return k
-    if m := re.match(r'(encoder|decoder)\.mid\.block_([12])\.(.*)', k): return f"{m[1]}.mid.block{m[2]}.{_resblock_part(m[3], 'ours')}"
-    if m := re.match(r'(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(.*)', k): return f"{m[1]}.mid.attn.{inv[m[2]]}.{m[3]}"
-    if re.match(r'(encoder|decoder)\.(conv_in|conv_out|norm_out)\.|(post_)?quant_conv\.', k): return k
-    raise ValueError(f"unknown CompVis VAE parameter name {key!r}")
+    return _COMPVIS_KEYS.to_ours(key, num_levels)
 
 # %% ../nbs/05_autoencoder.ipynb #01ca5666
 _CV_ATTN_W = re.compile(r'.*(mid\.attn_1|\.attn\.\d+)\.(q|k|v|proj_out)\.weight$')
