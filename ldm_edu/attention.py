@@ -14,8 +14,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['attention_weights', 'attention_naive', 'GroupNorm', 'LayerNorm', 'key_padding_mask', 'SelfAttention',
-           'CrossAttention', 'FeedForward', 'TransformerBlock', 'SpatialTransformer', 'spatial_transformer_key_map',
-           'prefix_key_map', 'to_reference_state_dict', 'from_reference_state_dict']
+           'CrossAttention', 'FeedForward', 'TransformerBlock', 'sincos_2d', 'SpatialTransformer',
+           'spatial_transformer_key_map', 'prefix_key_map', 'to_reference_state_dict', 'from_reference_state_dict']
 
 # %% ../nbs/07_attention.ipynb #4c2227a9
 def attention_weights(q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -147,20 +147,38 @@ class TransformerBlock(nn.Module):
         x = x + self.attn2(self.norm2(x), context, mask)
         return x + self.ff(self.norm3(x))
 
+# %% ../nbs/07_attention.ipynb #7696af43
+def sincos_2d(h: int, w: int, dim: int, max_period: float = 100.0, device: torch.device | str | None = None,
+              dtype: torch.dtype | None = None) -> Tensor:
+    """Fixed 2-D sine-cosine position embedding of an `h x w` grid: `(h*w, dim)`, rows in the order of `b c h w -> b (h w) c`.
+
+    Channels `[sin(y w_k) | cos(y w_k) | sin(x w_k) | cos(x w_k)]` with `w_k = max_period ** (-k / (dim // 4))`,
+    `k = 0 .. dim//4 - 1`, for the row `y` and column `x` of each token. `dim` must be a positive multiple of 4."""
+    if dim < 4 or dim % 4: raise ValueError(f"sincos_2d: dim must be a positive multiple of 4, got {dim}")
+    if h < 1 or w < 1: raise ValueError(f"sincos_2d: the grid must be at least 1x1, got {h}x{w}")
+    if max_period <= 1: raise ValueError(f"sincos_2d: max_period must be > 1, got {max_period}")
+    d = dim // 4
+    omega = max_period ** (-torch.arange(d, dtype=torch.float64) / d)
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing='ij')
+    fy, fx = y.reshape(-1, 1) * omega, x.reshape(-1, 1) * omega
+    return torch.cat([fy.sin(), fy.cos(), fx.sin(), fx.cos()], 1).to(device=device, dtype=dtype or torch.get_default_dtype())
+
 # %% ../nbs/07_attention.ipynb #5e5f5405
 class SpatialTransformer(nn.Module):
     """GroupNorm -> proj_in -> `depth` TransformerBlocks over the H*W tokens -> proj_out (zero-initialised) -> + input.
 
     forward: x (B, C, H, W), context (B, L, context_dim) or None, mask (B, L) bool -> (B, C, H, W).
     `linear_proj=False` stores proj_in/out as 1x1 convolutions (SD v1, diffusers `use_linear_projection=False`),
-    `True` as linear layers (SD 2); both are computed as one matmul on the tokens."""
+    `True` as linear layers (SD 2); both are computed as one matmul on the tokens. `pos_embed=True` adds the fixed
+    `sincos_2d` position embedding to the tokens after proj_in (no parameters; not part of SD's layout)."""
     def __init__(self, channels: int, heads: int = 8, head_dim: int | None = None, depth: int = 1, context_dim: int | None = None,
-                 norm_groups: int = 32, dropout: float = 0.0, linear_proj: bool = False):
+                 norm_groups: int = 32, dropout: float = 0.0, linear_proj: bool = False, pos_embed: bool = False):
         super().__init__()
         if channels % norm_groups: raise ValueError(f"norm_groups={norm_groups} must divide the channels {channels}")
         heads, head_dim = _heads_and_width(channels, heads, head_dim)
         inner = heads * head_dim
-        self.channels, self.context_dim, self.linear_proj = channels, context_dim, linear_proj
+        if pos_embed and inner % 4: raise ValueError(f"pos_embed needs the attention width heads * head_dim = {inner} to be a multiple of 4")
+        self.channels, self.context_dim, self.linear_proj, self.pos_embed = channels, context_dim, linear_proj, pos_embed
         self.norm = GroupNorm(norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner) if linear_proj else nn.Conv2d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList([TransformerBlock(inner, heads, head_dim, context_dim, dropout) for _ in range(depth)])
@@ -177,6 +195,7 @@ class SpatialTransformer(nn.Module):
         if C != self.channels: raise ValueError(f"SpatialTransformer expected {self.channels} channels, got {C}")
         h = rearrange(self.norm(x), 'b c h w -> b (h w) c')
         h = self._linear(self.proj_in, h)
+        if self.pos_embed: h = h + sincos_2d(H, W, h.shape[-1], device=h.device, dtype=h.dtype)
         for block in self.transformer_blocks: h = block(h, context, mask)
         h = self._linear(self.proj_out, h)
         return x + rearrange(h, 'b (h w) c -> b c h w', h=H, w=W)

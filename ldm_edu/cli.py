@@ -17,7 +17,7 @@ from .unet import UNet
 from .conditioning import ClassEmbedder, TextEncoder, WordTokenizer
 from .training import SampleGrid, Trainer, latest_checkpoint
 from .data import LatentCache
-from .ldm import LatentDiffusion, autoencoder_loss_fn, latent_scale_factor
+from .ldm import LatentDiffusion, autoencoder_loss_fn, latent_scale_factor, layout_first_loss_fn
 
 # %% auto #0
 __all__ = ['PRESETS', 'DATASETS', 'CLASS_DATASETS', 'DATASET_DEFAULTS', 'default_preset', 'hardware', 'load_data',
@@ -35,22 +35,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on a CPU: checks the whole pipeline, learns very little
     'tiny': dict(data='shapes', n_train=256, image_size=32, seed=0,
                  vae=dict(_VAE_SMALL, base_channels=8, norm_groups=4), ae_steps=20, ae_batch=16, ae_lr=2e-3, **_AE_LOSS,
-                 unet=dict(model_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_levels=[1], num_heads=4, norm_groups=8),
-                 text=dict(dim=32, depth=1, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20, batch=16, lr=1e-3, warmup=5,
+                 unet=dict(model_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_levels=[1], num_heads=4, norm_groups=8, pos_embed=True),
+                 text=dict(dim=32, depth=1, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20, batch=16, lr=1e-3, warmup=5, layout_steps=5, layout_t_min=700,
                  ema_decay=0.9, cond_drop_prob=0.1, ckpt_every=10, sample_every=20, n_eval=8, eval_steps=5, guidance=3.0,
                  max_minutes=None, ae_fraction=0.3, eval_reserve=0.1, n_eval_labels=20, clf_steps=40),
     # a real run on 2 CPU cores within 15 minutes: the step counts are upper bounds, the time shares decide
     'cpu': dict(data='shapes', n_train=10000, image_size=32, seed=0,
                 vae=_VAE_SMALL, ae_steps=1500, ae_batch=32, ae_lr=2e-3, **_AE_LOSS,
-                unet=dict(model_channels=32, channel_mult=[1, 2, 2], num_res_blocks=1, attention_levels=[1, 2], num_heads=4, norm_groups=16),
-                text=dict(dim=64, depth=2, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20000, batch=32, lr=2e-3, warmup=100,
+                unet=dict(model_channels=32, channel_mult=[1, 2, 2], num_res_blocks=1, attention_levels=[1, 2], num_heads=4, norm_groups=16, pos_embed=True),
+                text=dict(dim=64, depth=2, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20000, batch=32, lr=2e-3, warmup=100, layout_steps=300, layout_t_min=700,
                 ema_decay=0.995, cond_drop_prob=0.1, ckpt_every=250, sample_every=500, n_eval=128, eval_steps=25, guidance=3.0,
                 max_minutes=15.0, ae_fraction=0.25, eval_reserve=0.07, n_eval_labels=500, clf_steps=600),
     # one GPU, ~5 minutes (bf16 autocast through the Trainer's precision='auto')
     'gpu': dict(data='shapes', n_train=100000, image_size=32, seed=0,
                 vae=dict(_VAE_SMALL, base_channels=64, norm_groups=32), ae_steps=3000, ae_batch=128, ae_lr=1e-3, **_AE_LOSS,
-                unet=dict(model_channels=128, channel_mult=[1, 2, 2], num_res_blocks=2, attention_levels=[1, 2], num_heads=4, norm_groups=32),
-                text=dict(dim=128, depth=3, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20000, batch=256, lr=5e-4, warmup=500,
+                unet=dict(model_channels=128, channel_mult=[1, 2, 2], num_res_blocks=2, attention_levels=[1, 2], num_heads=4, norm_groups=32, pos_embed=True),
+                text=dict(dim=128, depth=3, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20000, batch=256, lr=5e-4, warmup=500, layout_steps=1000, layout_t_min=700,
                 ema_decay=0.999, cond_drop_prob=0.1, ckpt_every=1000, sample_every=2000, n_eval=1024, eval_steps=50, guidance=3.0,
                 max_minutes=5.0, ae_fraction=0.2, eval_reserve=0.1, n_eval_labels=1000, clf_steps=1500),
 }
@@ -269,7 +269,9 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
     grids = SampleGrid(lambda m: m.generate(fixed, steps=cfg['eval_steps'], guidance=cfg['guidance'], seed=0),
                        every=cfg['sample_every'], out_dir=run / 'samples', nrow=10 if classes else 8)
     cond = {'label': ds['labels']} if classes else {'caption': ds['captions']}
-    tr = Trainer(ldm, LatentDiffusion.loss_fn, {'latents': lat * ae['scale_factor'], **cond},
+    # layout first (notebook 13): the first `layout_steps` steps train on t >= layout_t_min only; reads tr.step, so resume keeps to it
+    loss_fn = layout_first_loss_fn(lambda: tr.step, cfg.get('layout_steps', 0), cfg.get('layout_t_min', 700))
+    tr = Trainer(ldm, loss_fn, {'latents': lat * ae['scale_factor'], **cond},
                  batch_size=cfg['batch'], max_steps=cfg['steps'], lr=cfg['lr'], warmup_steps=cfg['warmup'], ema_decay=cfg['ema_decay'],
                  seed=cfg['seed'], device=dev, ckpt_dir=run / 'diffusion', ckpt_every=cfg['ckpt_every'], callbacks=[grids],
                  progress=progress, desc='diffusion', max_minutes=None if budget is None else max(1e-3, left() - cfg.get('eval_reserve', 0.1) * budget))

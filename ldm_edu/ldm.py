@@ -6,7 +6,7 @@
 from __future__ import annotations
 import hashlib, os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from .training import load_state_strict
 
 # %% auto #0
 __all__ = ['save_model_folder', 'load_model_folder', 'pooled_context', 'LatentDiffusion', 'autoencoder_loss_fn',
-           'latent_scale_factor']
+           'latent_scale_factor', 'layout_first_loss_fn']
 
 # %% ../nbs/13_latent_diffusion.ipynb #27cf303d
 _COND_KINDS = {'text': TextEncoder, 'class': ClassEmbedder}
@@ -193,10 +193,13 @@ class LatentDiffusion(nn.Module):
         "The denoiser: `z_t (B, C, h, w)`, `t (B,)` (and the conditioning of `condition`) -> eps / x0 / v prediction `(B, C, h, w)`."
         return self.unet(zt, t, context=context, context_mask=context_mask, y=y)
 
-    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    def loss(self, batch: dict, t_min: int = 0) -> tuple[torch.Tensor, dict]:
         """The diffusion loss on one batch: `{'latents': (B, C, h, w)}` (scaled, e.g. from a latent cache) or
         `{'image': (B, 3, H, W)}`, plus `'caption'` (list of B str) or `'label'` ((B,) long) for a conditional model.
-        Each condition is replaced by the null condition with probability `cond_drop_prob` (for classifier-free guidance)."""
+        Each condition is replaced by the null condition with probability `cond_drop_prob` (for classifier-free guidance).
+        `t_min > 0` draws t uniformly from {t_min, ..., T-1} only (the high-noise steps; see `layout_first_loss_fn`)."""
+        T = self.schedule.T
+        if not (isinstance(t_min, int) and 0 <= t_min < T): raise ValueError(f"t_min must be an int in [0, {T - 1}], got {t_min!r}")
         if 'latents' in batch: z0 = batch['latents']
         elif 'image' in batch: z0 = self.encode(batch['image'])
         else: raise ValueError(f"a batch needs 'latents' or 'image', got keys {sorted(batch)}")
@@ -208,7 +211,8 @@ class LatentDiffusion(nn.Module):
             null = '' if self.cond_kind == 'text' else self.cond_stage.null_index
             if self.training and self.cond_drop_prob > 0: cond = drop_condition(cond, self.cond_drop_prob, null=null)
             kw = self.condition(cond)
-        loss = diffusion_loss(self, z0, self.schedule_on(z0.device), parametrization=self.parametrization, weighting=self.weighting, model_kwargs=kw)
+        t = torch.randint(t_min, T, (z0.shape[0],), device=z0.device) if t_min else None    # None: diffusion_loss draws from all of 0..T-1
+        loss = diffusion_loss(self, z0, self.schedule_on(z0.device), t=t, parametrization=self.parametrization, weighting=self.weighting, model_kwargs=kw)
         return loss, {}
 
     @staticmethod
@@ -286,3 +290,14 @@ def latent_scale_factor(latents: torch.Tensor) -> float:
     s = latents.float().std().item()
     if not s > 0: raise ValueError(f"latents have standard deviation {s}: cannot rescale")
     return 1.0 / s
+
+def layout_first_loss_fn(step: Callable[[], int], layout_steps: int, t_min: int = 700) -> Callable[[LatentDiffusion, dict], tuple[torch.Tensor, dict]]:
+    """A `Trainer` loss for a `LatentDiffusion` that learns the layout first: while `step() < layout_steps`, t is drawn from
+    {t_min, ..., T-1} only (the noise levels at which a sample's layout is decided), afterwards from all of {0, ..., T-1}.
+    `step` returns the optimiser step about to be taken, e.g. `lambda: trainer.step`, so a resumed run continues the
+    same curriculum. `layout_steps=0` is the plain loss."""
+    if layout_steps < 0: raise ValueError(f"layout_steps must be >= 0, got {layout_steps}")
+    if not callable(step): raise ValueError("step must be a function returning the current optimiser step, e.g. lambda: trainer.step")
+    def loss_fn(model: LatentDiffusion, batch: dict) -> tuple[torch.Tensor, dict]:
+        return model.loss(batch, t_min=t_min if step() < layout_steps else 0)
+    return loss_fn

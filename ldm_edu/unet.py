@@ -108,7 +108,8 @@ class UNet(nn.Module):
     `context_dim=None` gives an unconditional model (the second attention of each block then attends to the image, as in
     CompVis). `num_classes` adds a class embedding to the time embedding; `y_dim` instead adds an MLP of a vector `y`
     (SDXL's `adm_in_channels`, diffusers' `class_embed_type='projection'`), e.g. a pooled text embedding. `transformer_depth` is an int or one per level
-    (the middle block uses the last). `linear_proj=False` keeps SD v1's 1x1-conv proj_in/proj_out.
+    (the middle block uses the last). `linear_proj=False` keeps SD v1's 1x1-conv proj_in/proj_out. `pos_embed=True` adds the
+    fixed 2-D sin-cos position embedding in every SpatialTransformer (notebook 07; no parameters, but not SD's function).
 
     forward: x (B, in_channels, H, W), t (B,) or scalar, context (B, L, context_dim), y (B,) long or (B, y_dim) float,
     context_mask (B, L) bool
@@ -117,7 +118,7 @@ class UNet(nn.Module):
                  channel_mult: Sequence[int] = (1, 2, 4, 4), num_res_blocks: int = 2, attention_levels: Sequence[int] = (0, 1, 2),
                  num_heads: int = 8, head_dim: int | None = None, transformer_depth: int | Sequence[int] = 1,
                  context_dim: int | None = None, num_classes: int | None = None, norm_groups: int = 32, dropout: float = 0.0,
-                 use_checkpoint: bool = False, linear_proj: bool = False, y_dim: int | None = None):
+                 use_checkpoint: bool = False, linear_proj: bool = False, y_dim: int | None = None, pos_embed: bool = False):
         super().__init__()
         if num_classes is not None and y_dim is not None: raise ValueError("give num_classes (labels) or y_dim (a vector), not both")
         if y_dim is not None and (not isinstance(y_dim, int) or y_dim < 1): raise ValueError(f"y_dim must be a positive int or None, got {y_dim!r}")
@@ -141,7 +142,7 @@ class UNet(nn.Module):
                             num_heads=num_heads, head_dim=head_dim,
                             transformer_depth=transformer_depth if isinstance(transformer_depth, int) else list(depth),
                             context_dim=context_dim, num_classes=num_classes, norm_groups=norm_groups, dropout=dropout,
-                            use_checkpoint=use_checkpoint, linear_proj=linear_proj, y_dim=y_dim)
+                            use_checkpoint=use_checkpoint, linear_proj=linear_proj, y_dim=y_dim, pos_embed=pos_embed)
         self.in_channels, self.out_channels, self.context_dim, self.num_classes = in_channels, out_channels, context_dim, num_classes
         self.y_dim = y_dim
         self.n_levels, self.use_checkpoint, self.model_channels = n_levels, use_checkpoint, model_channels
@@ -150,7 +151,7 @@ class UNet(nn.Module):
         def attn(ch: int, lvl: int) -> SpatialTransformer:
             heads = ch // head_dim if head_dim is not None else num_heads
             return SpatialTransformer(ch, heads=heads, depth=depth[lvl], context_dim=context_dim, norm_groups=norm_groups,
-                                      dropout=dropout, linear_proj=linear_proj)
+                                      dropout=dropout, linear_proj=linear_proj, pos_embed=pos_embed)
         res = lambda i, o: ResBlock(i, o, time_dim, norm_groups, dropout)
 
         self.time_mlp = TimeMLP(model_channels, time_dim)
@@ -342,6 +343,7 @@ _DIFFUSERS_FIXED = dict(flip_sin_to_cos=True, freq_shift=0, act_fn='silu', norm_
 
 def unet_config_to_diffusers(config: dict) -> dict:
     "Our UNet config -> keyword arguments of diffusers' `UNet2DConditionModel` for the same network."
+    if config.get('pos_embed'): raise ValueError("pos_embed=True (a 2-D position embedding in the attention blocks) has no diffusers equivalent")
     n = len(config['channel_mult'])
     chans = [config['model_channels'] * m for m in config['channel_mult']]
     att = set(config['attention_levels'])
@@ -395,7 +397,8 @@ def unet_config_from_diffusers(dconfig: dict) -> dict:
                 num_res_blocks=d['layers_per_block'], attention_levels=att, num_heads=num_heads, head_dim=head_dim,
                 transformer_depth=depth if isinstance(depth, int) else list(depth), context_dim=ctx,
                 num_classes=d.get('num_class_embeds'), norm_groups=d.get('norm_num_groups', 32), dropout=float(d.get('dropout', 0.0)),
-                use_checkpoint=False, linear_proj=bool(d.get('use_linear_projection', False)), y_dim=y_dim)
+                use_checkpoint=False, linear_proj=bool(d.get('use_linear_projection', False)), y_dim=y_dim,
+                pos_embed=False)
 
 def unet_from_diffusers(diffusers_unet: nn.Module) -> UNet:
     "Build our UNet from a diffusers `UNet2DConditionModel` (same config, same weights, same outputs), on its device and dtype."
