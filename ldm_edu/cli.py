@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     'tiny': dict(data='shapes', n_train=256, image_size=32, seed=0,
                  vae=dict(_VAE_SMALL, base_channels=8, norm_groups=4), ae_steps=20, ae_batch=16, ae_lr=2e-3, **_AE_LOSS,
                  unet=dict(model_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_levels=[1], num_heads=4, norm_groups=8, pos_embed=True),
-                 text=dict(dim=32, depth=0, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20, batch=16, lr=1e-3, warmup=5, layout_steps=5, layout_t_min=700,
+                 text=dict(dim=32, depth=0, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20, batch=16, lr=1e-3, warmup=5, layout_steps=15, layout_t_min=700,
                  ema_decay=0.9, cond_drop_prob=0.1, ckpt_every=10, sample_every=20, n_eval=8, eval_steps=5, guidance=3.0,
                  max_minutes=None, ae_fraction=0.3, eval_reserve=0.1, n_eval_labels=20, clf_steps=40),
     # a real run on 2 CPU cores within 15 minutes: the step counts are upper bounds, the time shares decide
