@@ -18,7 +18,7 @@ from .losses import diffusion_loss
 from .vae import AutoencoderKL
 from .unet import UNet
 from .samplers import abar_table, ddim_step, guided_output, make_timesteps, sample
-from .ldm import LatentDiffusion, load_model_folder, save_model_folder
+from .ldm import LatentDiffusion, LatentModel, load_model_folder, save_model_folder
 
 # %% auto #0
 __all__ = ['latent_mask', 'inpaint', 'sdedit_timesteps', 'img2img', 'LatentSuperResolution']
@@ -38,20 +38,6 @@ def _check_images(model: LatentDiffusion, image: Tensor, what: str = 'image') ->
         raise ValueError(f"{what} must be a (B, 3, {S}, {S}) tensor in [-1, 1] (the model's image_size), got {tuple(getattr(image, 'shape', ()))}")
     if not torch.isfinite(image).all(): raise ValueError(f"{what} contains NaN or inf values")
     return image.to(_device(model)).float()
-
-def _guidance_kwargs(model: LatentDiffusion, cond: Any, B: int, guidance: float) -> tuple[dict, dict | None, float]:
-    "UNet keyword arguments for the condition and (with guidance != 1) the null condition, as `LatentDiffusion.generate` builds them."
-    dev = _device(model)
-    if model.cond_kind is None:
-        if cond is not None: raise ValueError("this model is unconditional: pass cond=None")
-        return {}, None, 1.0
-    cond = model._as_cond(cond)
-    if len(cond) == 1 and B > 1: cond = cond * B if isinstance(cond, list) else cond.expand(B)
-    if len(cond) != B: raise ValueError(f"got {len(cond)} conditions for {B} images: pass one per image (or one for all)")
-    c = model.condition(cond if model.cond_kind != 'class' else cond.to(dev))
-    if guidance == 1.0: return c, None, 1.0
-    nc = model.null_cond(B)
-    return c, model.condition(nc if model.cond_kind != 'class' else nc.to(dev)), guidance
 
 def latent_mask(mask: Tensor, factor: int) -> Tensor:
     """Pixel hole mask `(B, 1, H, W)` (1 = fill, 0 = keep; soft values allowed) -> latent hole mask `(B, 1, H/f, W/f)`.
@@ -95,7 +81,7 @@ def inpaint(model: LatentDiffusion, image: Tensor, mask: Tensor, cond: Any = Non
     was = model.training; model.eval()
     try:
         gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
-        c, u, g = _guidance_kwargs(model, cond, B, guidance)
+        c, u, g = model.guidance_kwargs(cond, B, guidance)
         sched = model.schedule_on(dev)
         ts, abars = make_timesteps(sched.T, steps), abar_table(sched)
         x = _randn((B, *model.latent_shape), gen, dev)                     # z_T: drawn first, exactly as `generate` does
@@ -150,7 +136,7 @@ def img2img(model: LatentDiffusion, image: Tensor, cond: Any = None, *, strength
     was = model.training; model.eval()
     try:
         gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
-        c, u, g = _guidance_kwargs(model, cond, B, guidance)
+        c, u, g = model.guidance_kwargs(cond, B, guidance)
         noise = _randn((B, *model.latent_shape), gen, dev)                  # drawn first, as in `generate`
         t0 = int(ts[0])
         if t0 == sched.T - 1: x_t0 = noise
@@ -161,7 +147,7 @@ def img2img(model: LatentDiffusion, image: Tensor, cond: Any = None, *, strength
     finally: model.train(was)
 
 # %% ../nbs/15_applications.ipynb #69e6765b
-class LatentSuperResolution(nn.Module):
+class LatentSuperResolution(LatentModel):
     """Super-resolution by latent diffusion with concatenation conditioning (the LDM paper's SR model, in miniature).
 
     The low-resolution image `(B, 3, s, s)` is resized (bicubic) to the latent resolution `(h, w)` and concatenated to the
@@ -187,16 +173,6 @@ class LatentSuperResolution(nn.Module):
         self.image_size, self.lowres_size, self.parametrization, self.freeze_vae = image_size, lowres_size, parametrization, freeze_vae
         if freeze_vae: self.vae.requires_grad_(False).eval()
 
-    def train(self, mode: bool = True) -> 'LatentSuperResolution':
-        super().train(mode)
-        if self.freeze_vae: self.vae.eval()
-        return self
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        h = self.image_size // self.vae.downsample_factor
-        return (self.vae.latent_channels, h, h)
-
     @property
     def config(self) -> dict:
         return dict(format='ldm_edu.applications.LatentSuperResolution/1', vae=self.vae.config, unet=self.unet.config,
@@ -211,12 +187,6 @@ class LatentSuperResolution(nn.Module):
             return cls(AutoencoderKL.from_config(cfg['vae']), UNet.from_config(cfg['unet']), NoiseSchedule.from_config(cfg['schedule']),
                        image_size=cfg['image_size'], lowres_size=cfg['lowres_size'], parametrization=cfg['parametrization'])
         except KeyError as e: raise ValueError(f"LatentSuperResolution config is missing the key {e}") from None
-
-    def schedule_on(self, device: torch.device) -> NoiseSchedule:
-        if self.schedule.device == device: return self.schedule
-        cache = self.__dict__.setdefault('_schedules', {})
-        if device not in cache: cache[device] = self.schedule.to(device)
-        return cache[device]
 
     def degrade(self, images: Tensor) -> Tensor:
         "The low-resolution version of `images` `(B, 3, H, W)`: average over (H/s x W/s) blocks -> `(B, 3, s, s)`."

@@ -22,7 +22,7 @@ from .samplers import sample
 from .training import load_state_strict
 
 # %% auto #0
-__all__ = ['save_model_folder', 'load_model_folder', 'pooled_context', 'LatentDiffusion', 'autoencoder_loss_fn',
+__all__ = ['save_model_folder', 'load_model_folder', 'pooled_context', 'LatentModel', 'LatentDiffusion', 'autoencoder_loss_fn',
            'latent_scale_factor', 'layout_first_loss_fn']
 
 # %% ../nbs/13_latent_diffusion.ipynb #27cf303d
@@ -62,7 +62,30 @@ def pooled_context(context: torch.Tensor, mask: torch.Tensor | None = None) -> t
     m = mask.to(context.dtype).unsqueeze(-1)
     return (context * m).sum(1) / m.sum(1).clamp_min(1.0)
 
-class LatentDiffusion(nn.Module):
+class LatentModel(nn.Module):
+    """What every diffusion model on a frozen autoencoder's latents shares (`LatentDiffusion`, notebook 15's
+    `LatentSuperResolution`): `train()` keeps a frozen first stage in eval mode, `schedule_on(device)` caches the schedule's
+    tensors per device, and `latent_shape` is (C, h, w). Subclasses set `vae`, `schedule`, `image_size` and `freeze_vae`."""
+    def train(self, mode: bool = True) -> 'LatentModel':
+        "Train mode for the denoiser and conditioner; a frozen autoencoder stays in eval mode."
+        super().train(mode)
+        if self.freeze_vae: self.vae.eval()
+        return self
+
+    def schedule_on(self, device: torch.device) -> NoiseSchedule:
+        "The noise schedule with its tensors on `device` (copies are cached per device)."
+        if self.schedule.device == device: return self.schedule
+        cache = self.__dict__.setdefault('_schedules', {})
+        if device not in cache: cache[device] = self.schedule.to(device)
+        return cache[device]
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        "(C, h, w) of one latent."
+        h = self.image_size // self.vae.downsample_factor
+        return (self.vae.latent_channels, h, h)
+
+class LatentDiffusion(LatentModel):
     """A latent diffusion model: a (frozen) `AutoencoderKL` first stage, a `UNet` denoiser on its scaled latents,
     an optional conditioner (`TextEncoder` trained from scratch, or `ClassEmbedder`) feeding the UNet's
     cross-attention, and a `NoiseSchedule`.
@@ -94,29 +117,10 @@ class LatentDiffusion(nn.Module):
         if freeze_vae: self.vae.requires_grad_(False).eval()
         self.freeze_vae = freeze_vae
 
-    def train(self, mode: bool = True) -> 'LatentDiffusion':
-        "Train mode for the denoiser and conditioner; a frozen autoencoder stays in eval mode."
-        super().train(mode)
-        if self.freeze_vae: self.vae.eval()
-        return self
-
-    def schedule_on(self, device: torch.device) -> NoiseSchedule:
-        "The noise schedule with its tensors on `device` (copies are cached per device)."
-        if self.schedule.device == device: return self.schedule
-        cache = self.__dict__.setdefault('_schedules', {})
-        if device not in cache: cache[device] = self.schedule.to(device)
-        return cache[device]
-
     @property
     def cond_kind(self) -> str | None:
         "'text', 'class' or None (unconditional)."
         return None if self.cond_stage is None else self.cond_stage.config['kind']
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        "(C, h, w) of one latent."
-        h = self.image_size // self.vae.downsample_factor
-        return (self.vae.latent_channels, h, h)
 
     @property
     def scale_factor(self) -> float:
@@ -175,6 +179,21 @@ class LatentDiffusion(nn.Module):
         if self.cond_kind == 'text': return [''] * n
         if self.cond_kind == 'class': return torch.full((n,), self.cond_stage.null_index, dtype=torch.long)
         return None
+
+    def guidance_kwargs(self, cond: Any, B: int, guidance: float) -> tuple[dict, dict | None, float]:
+        """What a guided sampler needs for `B` images: the UNet keyword arguments of `cond` (one per image, or one for all),
+        those of the null condition (None when `guidance` is 1 or the model is unconditional) and the guidance scale to use."""
+        dev = next(self.unet.parameters()).device
+        if self.cond_kind is None:
+            if cond is not None: raise ValueError("this model is unconditional: pass cond=None")
+            return {}, None, 1.0
+        cond = self._as_cond(cond)
+        if len(cond) == 1 and B > 1: cond = cond * B if isinstance(cond, list) else cond.expand(B)
+        if len(cond) != B: raise ValueError(f"got {len(cond)} conditions for {B} images: pass one per image (or one for all)")
+        c = self.condition(cond if self.cond_kind != 'class' else cond.to(dev))
+        if guidance == 1.0: return c, None, 1.0
+        nc = self.null_cond(B)
+        return c, self.condition(nc if self.cond_kind != 'class' else nc.to(dev)), guidance
 
     # ---- first stage --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -237,11 +256,7 @@ class LatentDiffusion(nn.Module):
                 if B == 0: raise ValueError("need at least one prompt / label")
             dev = next(self.unet.parameters()).device
             gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
-            c = self.condition(cond if self.cond_kind != 'class' else cond.to(dev))
-            u = None
-            if guidance != 1.0 and self.cond_kind is not None:
-                nc = self.null_cond(B); u = self.condition(nc if self.cond_kind != 'class' else nc.to(dev))
-            elif self.cond_kind is None: guidance = 1.0
+            c, u, guidance = self.guidance_kwargs(cond, B, guidance)
             z = sample(self, self.schedule_on(dev), (B, *self.latent_shape), sampler=sampler, steps=steps, eta=eta, guidance=guidance,
                        cond=c, uncond=u, generator=gen, progress=progress, parametrization=self.parametrization, device=dev)
             return z if return_latents else self.decode(z)
