@@ -27,15 +27,15 @@ def gather(values: Tensor, t: Tensor, ndim: int) -> Tensor:
     return out.reshape(t.shape[0], *([1] * (ndim - 1)))
 
 # %% ../nbs/01_forward_process.ipynb #799e4328
-def _cosine_alpha_bar(u: float, s: float) -> float:
-    "Nichol & Dhariwal's f(u)/f(0)-free form: cos^2(((u + s) / (1 + s)) * pi / 2) for u = t / T in [0, 1]."
-    return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+def _cosine_alpha_bar(u: float, o: float) -> float:
+    "Nichol & Dhariwal's alpha_bar without the 1/f(0): cos^2(((u + o) / (1 + o)) pi / 2) for u = t / T in [0, 1], offset o."
+    return math.cos((u + o) / (1 + o) * math.pi / 2) ** 2
 
-class NoiseSchedule:
-    """A discrete variance schedule beta_0..beta_{T-1} and everything derived from it.
+class _ScheduleTensors:
+    """The tensors of a discrete variance schedule beta_0..beta_{T-1}, validated.
 
     Timesteps are 0-indexed like diffusers: index `t` is the paper's step t+1, and
-    `alpha_bars[t] = prod_{s<=t} (1 - betas[s])`. All tensors are float32 of shape `(T,)`,
+    `alpha_bars[t] = prod_{i<=t} (1 - betas[i])`. All tensors are float32 of shape `(T,)`,
     computed in float64 first so that they match diffusers' schedules to ~1e-7."""
     def __init__(self, betas: Tensor | list[float], *, _config: dict | None = None):
         b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
@@ -60,7 +60,21 @@ class NoiseSchedule:
         self.sqrt_one_minus_alpha_bars: Tensor = (1 - ab).sqrt().float()
         self._config = _config if _config is not None else dict(kind='custom', betas=[float(x) for x in b])
 
-    # ---- constructors -------------------------------------------------------------------------------
+    def to(self, device: str | torch.device) -> 'NoiseSchedule':
+        "A copy whose tensors live on `device` (the float64 masters stay on the CPU)."
+        new = object.__new__(type(self)); new.__dict__.update(self.__dict__)
+        for k in ('betas', 'alphas', 'alpha_bars', 'alpha_bars_prev', 'sqrt_alpha_bars', 'sqrt_one_minus_alpha_bars'):
+            setattr(new, k, getattr(self, k).to(device))
+        return new
+
+    @property
+    def device(self) -> torch.device: return self.betas.device
+    def __len__(self) -> int: return self.T
+
+
+# %% ../nbs/01_forward_process.ipynb #sched01b
+class _ScheduleBuilders(_ScheduleTensors):
+    "The named schedules, `from_alpha_bars`, and the JSON config round trip."
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> 'NoiseSchedule':
         "DDPM's schedule (Ho et al. 2020): betas linear in t from `beta_start` to `beta_end`."
@@ -77,7 +91,8 @@ class NoiseSchedule:
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> 'NoiseSchedule':
-        "Nichol & Dhariwal (2021): alpha_bar(u) = cos^2(((u+s)/(1+s)) pi/2); betas = 1 - abar(t+1)/abar(t), clipped at `max_beta`."
+        """Nichol & Dhariwal (2021): alpha_bar(u) = cos^2(((u + o)/(1 + o)) pi/2) with offset o = `s` (their name);
+        betas = 1 - abar(t+1)/abar(t), clipped at `max_beta`."""
         cls._check_T(T)
         if not 0 < max_beta < 1: raise ValueError(f"max_beta must lie in (0, 1), got {max_beta}")
         b = [min(1 - _cosine_alpha_bar((i + 1) / T, s) / _cosine_alpha_bar(i / T, s), max_beta) for i in range(T)]
@@ -97,7 +112,6 @@ class NoiseSchedule:
     def _check_T(T: int) -> None:
         if not isinstance(T, int) or isinstance(T, bool) or T < 1: raise ValueError(f"T must be an int >= 1, got {T!r}")
 
-    # ---- config round trip -------------------------------------------------------------------------
     @property
     def config(self) -> dict[str, Any]:
         "A JSON-able dict that rebuilds this schedule with `NoiseSchedule.from_config`."
@@ -111,21 +125,16 @@ class NoiseSchedule:
         if kind == 'custom': return cls(cfg['betas'])
         raise ValueError(f"unknown schedule kind {kind!r}; expected 'linear', 'scaled_linear', 'cosine' or 'custom'")
 
-    def to(self, device: str | torch.device) -> 'NoiseSchedule':
-        "A copy whose tensors live on `device` (the float64 masters stay on the CPU)."
-        new = object.__new__(NoiseSchedule); new.__dict__.update(self.__dict__)
-        for k in ('betas', 'alphas', 'alpha_bars', 'alpha_bars_prev', 'sqrt_alpha_bars', 'sqrt_one_minus_alpha_bars'):
-            setattr(new, k, getattr(self, k).to(device))
-        return new
-
-    @property
-    def device(self) -> torch.device: return self.betas.device
-    def __len__(self) -> int: return self.T
     def __repr__(self) -> str:
         extra = ', '.join(f'{k}={v}' for k, v in self._config.items() if k not in ('kind', 'betas'))
         return f"NoiseSchedule.{self._config['kind']}({extra})" if self._config['kind'] != 'custom' else f"NoiseSchedule(T={self.T})"
 
-    # ---- timesteps, forward process, SNR -------------------------------------------------------------
+
+# %% ../nbs/01_forward_process.ipynb #sched01c
+class NoiseSchedule(_ScheduleBuilders):
+    """A discrete variance schedule beta_0..beta_{T-1} (0-indexed, like diffusers), everything derived from it
+    (`betas`, `alphas`, `alpha_bars`, `alpha_bars_prev`, `sqrt_alpha_bars`, `sqrt_one_minus_alpha_bars`, all `(T,)`),
+    the constructors `linear`, `scaled_linear`, `cosine`, `from_alpha_bars`, `from_config`, and the forward process."""
     def check_t(self, t: Tensor | int, batch: int | None = None, device: torch.device | None = None) -> Tensor:
         """Validate timesteps and return them as a `(B,)` long tensor. `t` may be an int or 0-d tensor
         (broadcast to `batch`) or a `(B,)` integer tensor with 0 <= t < T."""
@@ -162,7 +171,7 @@ class NoiseSchedule:
         return v if t is None else v.to(t.device if torch.is_tensor(t) else 'cpu')[self._idx(t)]
 
     def log_snr(self, t: Tensor | int | None = None) -> Tensor:
-        "log SNR = log abar_t - log(1 - abar_t) (natural log), computed stably in float64; same shape as `t`."
+        "log SNR = log abar_t - log(1 - abar_t) = 2 lambda_t (natural log), computed stably in float64; same shape as `t`."
         ab = self._f64['alpha_bars']
         v = (ab.log() - torch.log1p(-ab)).float()
         return v if t is None else v.to(t.device if torch.is_tensor(t) else 'cpu')[self._idx(t)]
@@ -173,3 +182,4 @@ class NoiseSchedule:
         if tt.numel() and (int(tt.min()) < 0 or int(tt.max()) >= self.T):
             raise ValueError(f"timesteps must lie in [0, {self.T - 1}] (0-indexed, T = {self.T})")
         return tt.long().cpu() if not torch.is_tensor(t) else tt.long()
+
