@@ -150,6 +150,8 @@ def reverse_variance(sched: NoiseSchedule, variance: str | Tensor = 'beta_tilde'
     if variance == 'beta': return _fixed_large(sched)
     raise ValueError(f"variance must be 'beta_tilde', 'beta' or a (T,) tensor, got {variance!r}")
 
+
+# %% ../nbs/02_reverse_process.ipynb #sample02b
 def p_sample_step(sched: NoiseSchedule, model_out: Tensor, xt: Tensor, t: Tensor | int, noise: Tensor | None = None,
                   generator: torch.Generator | None = None, **kw: Any) -> Tensor:
     """One ancestral step x_t -> x_{t-1} = mean + sigma_t z, z ~ N(0, I); no noise is added where t = 0.
