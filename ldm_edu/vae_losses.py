@@ -44,7 +44,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, win_size: in
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
     return s.mean((1, 2, 3)).float()
 
-# %% ../nbs/06_autoencoder_training.ipynb #ecbc64e7
+# %% ../nbs/06_autoencoder_training.ipynb #d698b611
 VGG16_LPIPS_LAYERS = (3, 8, 15, 22, 29)     # torchvision vgg16().features indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 VGG16_CHANNELS = (64, 128, 256, 512, 512)
 VGG16_FILENAME = 'vgg16-397923af.pth'        # torchvision's ImageNet VGG16 checkpoint name
@@ -65,6 +65,7 @@ def _vgg16_features() -> nn.Sequential:
     with torch.device('meta'): f = vgg16(weights=None).features[:VGG16_LPIPS_LAYERS[-1] + 1]
     return f.to_empty(device='cpu')
 
+# %% ../nbs/06_autoencoder_training.ipynb #4ec602ca
 def _small_vgg(widths: Sequence[int] = (32, 64, 128), seed: int = 0) -> tuple[nn.Sequential, tuple[int, ...], tuple[int, ...]]:
     "A random VGG-style stack: per stage two 3x3 conv + ReLU, then 2x2 max-pool; taps after each stage's last ReLU."
     g = torch.Generator().manual_seed(seed)
@@ -80,6 +81,7 @@ def _small_vgg(widths: Sequence[int] = (32, 64, 128), seed: int = 0) -> tuple[nn
         taps.append(len(layers) - 1)
     return nn.Sequential(*layers), tuple(taps), tuple(widths)
 
+# %% ../nbs/06_autoencoder_training.ipynb #a958358a
 class PerceptualLoss(nn.Module):
     """LPIPS-form perceptual distance between images `x`, `y` `(B, 3, H, W)` in [-1, 1] -> `(B,)`.
 
@@ -167,7 +169,7 @@ def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.
     return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
 
 def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4) -> torch.Tensor:
-    "lambda = |grad_{last_layer} rec_loss| / (|grad_{last_layer} g_loss| + 1e-4), clamped to [0, max_weight] and detached."
+    "w_adv = |grad_{last_layer} rec_loss| / (|grad_{last_layer} g_loss| + 1e-4), clamped to [0, max_weight] and detached."
     g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_adv = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, max_weight).detach()
