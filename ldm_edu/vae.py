@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['DiagonalGaussian', 'ResBlock', 'AttnBlock', 'Downsample', 'Upsample', 'Encoder', 'Decoder', 'AutoencoderKL',
-           'ours_to_diffusers_key', 'diffusers_to_ours_key', 'ours_to_compvis_key', 'compvis_to_ours_key',
-           'vae_state_dict_to_diffusers', 'vae_state_dict_from_diffusers', 'vae_state_dict_to_compvis',
-           'vae_state_dict_from_compvis', 'load_vae_state_dict', 'vae_config_from_diffusers', 'vae_config_to_diffusers',
-           'vae_config_from_compvis', 'vae_from_diffusers', 'vae_to_diffusers', 'vae_from_compvis']
+__all__ = ['DiagonalGaussian', 'ResBlock', 'AttnBlock', 'Downsample', 'Upsample', 'Encoder', 'Decoder', 'AutoencoderKLBase',
+           'AutoencoderKL', 'ours_to_diffusers_key', 'diffusers_to_ours_key', 'ours_to_compvis_key',
+           'compvis_to_ours_key', 'vae_state_dict_to_diffusers', 'vae_state_dict_from_diffusers',
+           'vae_state_dict_to_compvis', 'vae_state_dict_from_compvis', 'load_vae_state_dict',
+           'vae_config_from_diffusers', 'vae_config_to_diffusers', 'vae_config_from_compvis', 'vae_from_diffusers',
+           'vae_to_diffusers', 'vae_from_compvis']
 
 # %% ../nbs/05_autoencoder.ipynb #8f05fc51
 class DiagonalGaussian:
@@ -132,6 +133,7 @@ class _Mid(nn.Module):
         self.block2 = ResBlock(ch, ch, norm_groups, dropout)
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.block2(self.attn(self.block1(x)))
 
+# %% ../nbs/05_autoencoder.ipynb #3f66c165
 class Encoder(nn.Module):
     "Image `(B, in_channels, H, W)` -> `(B, out_channels, H/f, W/f)` with f = 2**(len(channel_mult) - 1)."
     def __init__(self, in_channels: int = 3, out_channels: int = 8, base_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 4, 4),
@@ -154,6 +156,7 @@ class Encoder(nn.Module):
         for level in self.down: h = level(h)
         return self.conv_out(F.silu(self.norm_out(self.mid(h))))
 
+# %% ../nbs/05_autoencoder.ipynb #e645d5e7
 class Decoder(nn.Module):
     "Latent `(B, in_channels, h, w)` -> image `(B, out_channels, h*f, w*f)`; `up[0]` is the lowest-resolution level."
     def __init__(self, in_channels: int = 4, out_channels: int = 3, base_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 4, 4),
@@ -178,11 +181,9 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 # %% ../nbs/05_autoencoder.ipynb #7b29290a
-class AutoencoderKL(nn.Module):
-    """The KL-regularised autoencoder of latent diffusion (Stable Diffusion's VAE).
-
-    `encode(x (B, in_channels, H, W)) -> DiagonalGaussian` over latents `(B, latent_channels, H/f, W/f)`,
-    `decode(z) -> (B, out_channels, H, W)`, with f = `downsample_factor` = 2**(len(channel_mult) - 1)."""
+class AutoencoderKLBase(nn.Module):
+    """The networks and the configuration of `AutoencoderKL` (step 1 of 2): encoder, decoder, `quant_conv` and
+    `post_quant_conv`, the config dict and its properties. `AutoencoderKL` adds encoding and decoding."""
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, base_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 4, 4),
                  num_res_blocks: int = 2, latent_channels: int = 4, attn_resolutions: Sequence[int] = (), norm_groups: int = 32,
                  resolution: int = 256, dropout: float = 0.0, mid_attention: bool = True, use_quant_conv: bool = True,
@@ -209,12 +210,12 @@ class AutoencoderKL(nn.Module):
         return dict(self._config)
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> 'AutoencoderKL':
+    def from_config(cls, cfg: dict[str, Any]) -> 'AutoencoderKLBase':
         "Build a model from `config` (unknown keys raise a ValueError)."
         import inspect
         allowed = set(inspect.signature(cls.__init__).parameters) - {'self'}
         bad = set(cfg) - allowed
-        if bad: raise ValueError(f"unknown AutoencoderKL config keys {sorted(bad)}; expected a subset of {sorted(allowed)}")
+        if bad: raise ValueError(f"unknown {cls.__name__} config keys {sorted(bad)}; expected a subset of {sorted(allowed)}")
         return cls(**cfg)
 
     @property
@@ -228,6 +229,12 @@ class AutoencoderKL(nn.Module):
     @property
     def shift_factor(self) -> float: return self._config['shift_factor']
 
+# %% ../nbs/05_autoencoder.ipynb #dc861786
+class AutoencoderKL(AutoencoderKLBase):
+    """The KL-regularised autoencoder of latent diffusion (Stable Diffusion's VAE).
+
+    `encode(x (B, in_channels, H, W)) -> DiagonalGaussian` over latents `(B, latent_channels, H/f, W/f)`,
+    `decode(z) -> (B, out_channels, H, W)`, with f = `downsample_factor` = 2**(len(channel_mult) - 1)."""
     def _check(self, x: torch.Tensor, channels: int, what: str, factor: int) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 4: raise ValueError(f"{what} must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
         if x.shape[1] != channels: raise ValueError(f"{what} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
@@ -261,7 +268,7 @@ class AutoencoderKL(nn.Module):
         "Inverse of `encode_latents`: decode `z_scaled / scaling_factor + shift_factor` to images `(B, C, H, W)`."
         return self.decode(z_scaled / self.scaling_factor + self.shift_factor)
 
-# %% ../nbs/05_autoencoder.ipynb #2314b5e4
+# %% ../nbs/05_autoencoder.ipynb #8f28e397
 def _num_levels(keys, pattern: str) -> int:
     idx = [int(m.group(1)) for k in keys if (m := re.match(pattern, k))]
     if not idx: raise ValueError(f"no encoder level keys found (expected keys matching {pattern!r}): is this a VAE state dict?")
@@ -293,6 +300,7 @@ def _resblock_rest(ref: str) -> _Field:
     def rename(to: str): return lambda s, L: next((to + s[len(p):] for p in _SHORTCUTS if s.startswith(p)), s)
     return _Field('.*', '.*', rename(ref), rename('skip.'))
 
+# %% ../nbs/05_autoencoder.ipynb #d24c55ee
 _flip = lambda s, L: str(L - 1 - int(s))                     # CompVis decoder level L-1-k is our up.{k}; its own inverse
 _COMMON_FIELDS = dict(enc=_same('encoder|decoder'), dir=_same('down|up'), lvl=_same(r'\d+'), blk=_same(r'\d+'), rest=_same('.*'))
 _UNCHANGED = ['{enc}.conv_in.{rest}', '{enc}.conv_out.{rest}', 'quant_conv.{rest}', 'post_quant_conv.{rest}']
@@ -320,6 +328,7 @@ class _KeyRules:
     def to_ref(self, key: str, num_levels: int) -> str: return self._map(key, num_levels, self.forward, 'to_ref', '')
     def to_ours(self, key: str, num_levels: int) -> str: return self._map(key, num_levels, self.backward, 'to_ours', f'{self.layout} ')
 
+# %% ../nbs/05_autoencoder.ipynb #ef786af1
 _DIFFUSERS_KEYS = _KeyRules('diffusers', dict(
     res=_resblock_rest('conv_shortcut.'), att=_renamed(dict(norm='group_norm', q='to_q', k='to_k', v='to_v', proj='to_out.0')),
     mid=_Field('[12]', '[01]', lambda s, L: str(int(s) - 1), lambda s, L: str(int(s) + 1))), [
@@ -345,6 +354,7 @@ _COMPVIS_KEYS = _KeyRules('CompVis', dict(
     ('{enc}.mid.attn.{att}.{rest}',                  '{enc}.mid.attn_1.{att}.{rest}'),
     *[(t, t) for t in ['{enc}.norm_out.{rest}', *_UNCHANGED]]])
 
+# %% ../nbs/05_autoencoder.ipynb #07549cc5
 def ours_to_diffusers_key(key: str, num_levels: int) -> str:
     "Map one of our VAE parameter names to diffusers' `AutoencoderKL` name."
     return _DIFFUSERS_KEYS.to_ref(key, num_levels)
@@ -409,7 +419,7 @@ def load_vae_state_dict(model: 'AutoencoderKL', sd: dict[str, torch.Tensor]) -> 
     model.load_state_dict(sd)
     return model
 
-# %% ../nbs/05_autoencoder.ipynb #2903dcfe
+# %% ../nbs/05_autoencoder.ipynb #db4c5f08
 def vae_config_from_diffusers(cfg: dict[str, Any]) -> dict[str, Any]:
     "Our `AutoencoderKL` config from a diffusers `AutoencoderKL.config` (ValueError if the architecture differs)."
     cfg = dict(cfg)
@@ -447,6 +457,7 @@ def vae_config_from_compvis(ddconfig: dict[str, Any], embed_dim: int) -> dict[st
                 num_res_blocks=ddconfig['num_res_blocks'], latent_channels=embed_dim, attn_resolutions=list(ddconfig.get('attn_resolutions', [])),
                 resolution=ddconfig.get('resolution', 256), dropout=float(ddconfig.get('dropout', 0.0)))
 
+# %% ../nbs/05_autoencoder.ipynb #b46cc474
 def vae_from_diffusers(diffusers_vae) -> AutoencoderKL:
     "Build our `AutoencoderKL` from a diffusers `AutoencoderKL` with the same weights (and outputs)."
     cfg = getattr(diffusers_vae, 'config', None)
