@@ -126,14 +126,15 @@ def vlb_terms(model: Callable[..., Tensor], x0: Tensor, sched: NoiseSchedule, *,
     `terms[:, t]` (t >= 1) is KL(q(x_{t-1} | x_t, x0) || p_theta(x_{t-1} | x_t)) with x_t ~ q(x_t | x0) (one sample).
     `prior` is L_T = KL(q(x_T | x0) || N(0, I)). decoder: 'discretized' (8-bit images in [-1, 1]) or
     'gaussian' (continuous data; then the bound is on a density, not a probability). x0: `(B, ...)`.
-    noise: optional `(T, B, ...)`, the eps used for x_t at each step (drawn from `generator` if None); with it the
-    terms are a deterministic function of x0 (paired comparisons, exact quadrature).
+    noise: optional `(T, B, ...)`, the eps used for x_t at each step (drawn from `generator` if None);
+    with it the terms are a deterministic function of x0 (paired comparisons, exact quadrature).
     Returns dict(prior (B,), terms (B, T), total (B,)). Costs T model evaluations."""
     check_parametrization(parametrization)
     if decoder not in ('discretized', 'gaussian'): raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
     B, n = x0.shape[0], x0.ndim
     if noise is not None and tuple(noise.shape) != (sched.T, *x0.shape):
-        raise ValueError(f"noise must have shape (T, *x0.shape) = {(sched.T, *x0.shape)}, got {tuple(noise.shape)}")
+        raise ValueError(f"noise must have shape (T, *x0.shape) = {(sched.T, *x0.shape)}, "
+                         f"got {tuple(noise.shape)}")
     kw = model_kwargs or {}
     terms = torch.zeros(B, sched.T, device=x0.device, dtype=torch.float64)
     for i in range(sched.T):
