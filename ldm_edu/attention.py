@@ -33,7 +33,7 @@ def attention_naive(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None)
     q: (..., N, d), k: (..., L, d), v: (..., L, d_v), mask as in `attention_weights`. Returns (..., N, d_v)."""
     return attention_weights(q, k, mask) @ v
 
-# %% ../nbs/07_attention.ipynb #b4471ed8
+# %% ../nbs/07_attention.ipynb #dc9467c1
 def _autocast_on(device_type: str) -> bool:
     try: return torch.is_autocast_enabled(device_type)
     except TypeError: return torch.is_autocast_enabled() if device_type == 'cuda' else torch.is_autocast_cpu_enabled()  # torch < 2.4
@@ -56,6 +56,7 @@ class LayerNorm(nn.LayerNorm):
                 return F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
         return super().forward(x)
 
+# %% ../nbs/07_attention.ipynb #7e69d83a
 def key_padding_mask(mask: Tensor | None, batch: int, length: int) -> Tensor | None:
     """Check a key padding mask `(B, L)` (True / nonzero = real token) and shape it for SDPA as `(B, 1, 1, L)` bool.
 
@@ -73,6 +74,7 @@ def _heads_and_width(dim: int, heads: int, head_dim: int | None) -> tuple[int, i
         head_dim = dim // heads
     return heads, head_dim
 
+# %% ../nbs/07_attention.ipynb #6443a028
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused QKV projection (`to_qkv` = [W_Q; W_K; W_V], no bias) and an output projection.
 
@@ -91,6 +93,7 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         return self.drop(self.to_out(rearrange(out, 'b h n d -> b n (h d)')))
 
+# %% ../nbs/07_attention.ipynb #f8db8f9f
 class CrossAttention(nn.Module):
     """Multi-head cross-attention: queries from x (`to_q`), keys and values from the context (fused `to_kv` = [W_K; W_V]).
 
