@@ -146,14 +146,10 @@ def img2img(model: LatentDiffusion, image: Tensor, cond: Any = None, *, strength
         return z if return_latents else model.decode(z)
     finally: model.train(was)
 
-# %% ../nbs/15_applications.ipynb #69e6765b
-class LatentSuperResolution(LatentModel):
-    """Super-resolution by latent diffusion with concatenation conditioning (the LDM paper's SR model, in miniature).
-
-    The low-resolution image `(B, 3, s, s)` is resized (bicubic) to the latent resolution `(h, w)` and concatenated to the
-    noisy latent: `unet(cat[z_t, up(lowres)], t)`, so `unet.in_channels = latent_channels + 3`.
-    `forward(z_t (B, C, h, w), t (B,), lowres (B, 3, s, s)) -> model output (B, C, h, w)`; `loss(batch)`;
-    `upscale(lowres) -> images (B, 3, H, W)` in [-1, 1]; `save(dir)` / `load(dir)` (safetensors + JSON)."""
+# %% ../nbs/15_applications.ipynb #ccfbb93d
+class _LatentSRBase(LatentModel):
+    """Step 1 of `LatentSuperResolution`: the parts (a frozen autoencoder, a U-Net that takes latent + low-resolution
+    channels, a schedule), the config, and the low-resolution condition resized to the latent grid."""
     def __init__(self, vae: AutoencoderKL, unet: UNet, schedule: NoiseSchedule, *, image_size: int = 32, lowres_size: int = 8,
                  parametrization: str = 'v', freeze_vae: bool = True):
         super().__init__()
@@ -206,6 +202,14 @@ class LatentSuperResolution(LatentModel):
         h = self.latent_shape[1]
         return F.interpolate(lowres.float(), size=(h, h), mode='bicubic', align_corners=False)
 
+# %% ../nbs/15_applications.ipynb #21cf6b0a
+class LatentSuperResolution(_LatentSRBase):
+    """Super-resolution by latent diffusion with concatenation conditioning (the LDM paper's SR model, in miniature).
+
+    The low-resolution image `(B, 3, s, s)` is resized (bicubic) to the latent resolution `(h, w)` and concatenated to the
+    noisy latent: `unet(cat[z_t, up(lowres)], t)`, so `unet.in_channels = latent_channels + 3`.
+    `forward(z_t (B, C, h, w), t (B,), lowres (B, 3, s, s)) -> model output (B, C, h, w)`; `loss(batch)`;
+    `upscale(lowres) -> images (B, 3, H, W)` in [-1, 1]; `save(dir)` / `load(dir)` (safetensors + JSON)."""
     def forward(self, zt: Tensor, t: Tensor, lowres: Tensor) -> Tensor:
         "`z_t (B, C, h, w)`, `t (B,)`, `lowres (B, 3, s, s)` -> eps / x0 / v prediction `(B, C, h, w)`."
         if lowres.shape[0] != zt.shape[0]: raise ValueError(f"lowres has batch {lowres.shape[0]} but z_t has {zt.shape[0]}")
