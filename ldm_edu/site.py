@@ -88,7 +88,7 @@ def tex_to_mathml(tex: str, display: bool = False) -> str:
     if re.search(r'>&<|<mo\s*/>', out): raise ValueError('unsupported alignment or operator (bare & or empty <mo/>)')
     return out
 
-# %% ../nbs/21_docs_site.ipynb #5c592cc5
+# %% ../nbs/21_docs_site.ipynb #93c9ebc8
 def _mathml_or_source(tex: str, display: bool, stats: dict) -> str:
     stats['formulas'] += 1
     try: return tex_to_mathml(tex, display)
@@ -122,6 +122,7 @@ def _exporter_class():
             return MarkdownWithMath(renderer=r).render(source)
     return SiteExporter
 
+# %% ../nbs/21_docs_site.ipynb #f807e106
 # nbconvert's JupyterLab template without its CDN scripts (require.js, MathJax, mermaid): the site needs no network.
 # Code input is our own notebooks' source through pygments, so it skips the template's bleach pass (40 % of the render time).
 _TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
@@ -165,6 +166,7 @@ math[display="block"] { margin: 0.6em 0; padding: 2px 0; overflow-x: auto; overf
 @media (max-width: 800px) { .ldm-sidebar { position: static; width: auto; } .ldm-main { margin-left: 0; } }
 """
 
+# %% ../nbs/21_docs_site.ipynb #f51bb7f4
 _DIRECTIVE = re.compile(r'^\s*#\s*\|\s*([\w-]+)')
 
 def _prepare(nb):
@@ -192,6 +194,7 @@ def _nav(pages: list[dict], i: int) -> tuple[str, str]:
     nxt = f'<a rel="next" href="{pages[i+1]["file"]}">{html.escape(pages[i+1]["title"])} &rarr;</a>' if i + 1 < len(pages) else '<span></span>'
     return sidebar, f'<nav class="ldm-pager" aria-label="previous and next">{prev}{nxt}</nav>'
 
+# %% ../nbs/21_docs_site.ipynb #46268cab
 SITE_MANIFEST = 'site.json'
 
 def render_site(nb_dir: str | Path, out_dir: str | Path) -> Path:
