@@ -8,13 +8,14 @@ import math
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .schedules import NoiseSchedule
 from .losses import diffusion_loss
 
 # %% auto #0
-__all__ = ['GaussianData', 'GaussianMixtureData', 'ToyMLP', 'train_toy']
+__all__ = ['GaussianData', 'GaussianMixtureData', 'timestep_embedding', 'ToyMLP', 'train_toy']
 
 # %% ../nbs/04_toy_diffusion.ipynb #88788c3e
 def _abar(sched: NoiseSchedule, t: Tensor, n: int) -> Tensor:
@@ -65,10 +66,10 @@ class GaussianData:
 
 # %% ../nbs/04_toy_diffusion.ipynb #a72218d6
 class GaussianMixtureData:
-    """A Gaussian mixture sum_k w_k N(mu_k, Sigma_k) in D dimensions, with the exact optimal noise predictor.
+    """A Gaussian mixture sum_k pi_k N(mu_k, Sigma_k) in D dimensions, with the exact optimal noise predictor.
 
     means: `(K, D)`; covs: `(K, D, D)`, one `(D, D)` shared by all, or a float std (isotropic);
-    weights: `(K,)` (normalised for you; uniform if None)."""
+    weights: `(K,)`, the pi_k (normalised for you; uniform if None)."""
     def __init__(self, means: Tensor | list, covs: Tensor | list | float, weights: Tensor | list | None = None):
         self.means = torch.as_tensor(means, dtype=torch.float64)
         if self.means.ndim != 2: raise ValueError(f"means must be (K, D), got shape {tuple(self.means.shape)}")
@@ -123,9 +124,25 @@ class GaussianMixtureData:
         eps = (1 - ab[:, :, 0]).sqrt() * (resp[..., None] * sol).sum(1)
         return eps.to(xt.device, xt.dtype)
 
-# %% ../nbs/04_toy_diffusion.ipynb #4b9fe3ff
-from .unet import timestep_embedding   # the U-Net's sinusoidal embedding ([cos | sin], notebook 08)
+# %% ../nbs/04_toy_diffusion.ipynb #temb04c
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0, flip_sin_to_cos: bool = True,
+                       freq_shift: float = 0.0) -> Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps t (B,) -> (B, dim), float32.
 
+    Frequencies w_i = max_period^(-i / (half - freq_shift)), i = 0..half-1, half = dim // 2.
+    `flip_sin_to_cos=True` puts [cos | sin] (CompVis / Stable Diffusion; diffusers `flip_sin_to_cos=True,
+    freq_shift=0`), False gives [sin | cos]. An odd `dim` gets a zero last column."""
+    if t.ndim != 1: raise ValueError(f"t must be 1-D (B,), got shape {tuple(t.shape)}")
+    if dim < 2: raise ValueError(f"dim must be >= 2, got {dim}")
+    half = dim // 2
+    i = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(max_period) * i / (half - freq_shift))
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)] if flip_sin_to_cos else [torch.sin(args), torch.cos(args)], dim=-1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+# %% ../nbs/04_toy_diffusion.ipynb #4b9fe3ff
 class ToyMLP(nn.Module):
     """A small residual MLP noise predictor for low-dimensional data: `forward(xt (B, dim), t (B,)) -> (B, dim)`.
 
