@@ -17,25 +17,14 @@ from .attention import (GroupNorm, SpatialTransformer, spatial_transformer_key_m
     to_reference_state_dict, from_reference_state_dict)
 
 # %% auto #0
-__all__ = ['COMPVIS_PREFIX', 'timestep_embedding', 'TimeMLP', 'ResBlock', 'Downsample', 'Upsample', 'Level', 'MidBlock', 'UNet',
-           'unet_key_map', 'unet_state_dict_to_diffusers', 'unet_state_dict_from_diffusers',
-           'unet_state_dict_to_compvis', 'unet_state_dict_from_compvis', 'unet_config_to_diffusers',
-           'unet_config_from_diffusers', 'unet_from_diffusers', 'unet_to_diffusers']
+__all__ = ['COMPVIS_PREFIX', 'TimeMLP', 'ResBlock', 'Downsample', 'Upsample', 'Level', 'MidBlock', 'UNet', 'unet_key_map',
+           'unet_state_dict_to_diffusers', 'unet_state_dict_from_diffusers', 'unet_state_dict_to_compvis',
+           'unet_state_dict_from_compvis', 'unet_config_to_diffusers', 'unet_config_from_diffusers',
+           'unet_from_diffusers', 'unet_to_diffusers', 'timestep_embedding']
 
 # %% ../nbs/08_unet.ipynb #8a1b7732
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0, flip_sin_to_cos: bool = True,
-                       freq_shift: float = 0.0) -> Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps t (B,) -> (B, dim), float32.
-
-    Frequencies w_i = max_period^(-i / (half - freq_shift)), i = 0..half-1, half = dim // 2.
-    `flip_sin_to_cos=True` puts [cos | sin] (CompVis / Stable Diffusion; diffusers `flip_sin_to_cos=True, freq_shift=0`),
-    False gives [sin | cos]. An odd `dim` gets a zero last column."""
-    half = dim // 2
-    i = torch.arange(half, dtype=torch.float32, device=t.device)
-    freqs = torch.exp(-math.log(max_period) * i / (half - freq_shift))
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)] if flip_sin_to_cos else [torch.sin(args), torch.cos(args)], dim=-1)
-    return F.pad(emb, (0, 1)) if dim % 2 else emb
+from .toy import timestep_embedding   # defined, with its equation and checks, in notebook 04
+_all_ = ['timestep_embedding']               # re-exported: `from ldm_edu.unet import timestep_embedding` keeps working
 
 class TimeMLP(nn.Module):
     "The time MLP: `fc2(silu(fc1(emb)))`, (B, dim_in) -> (B, dim_out)."
