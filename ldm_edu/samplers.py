@@ -103,7 +103,7 @@ def dpmpp_2m_step(xt: Tensor, x0: Tensor, abar_t: float, abar_s: float, x0_prev:
         D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
     return (sqrt_1m_p / sqrt_1m_t) * xt - sqrt_ab_p * math.expm1(-h) * D, h
 
-# %% ../nbs/10_samplers.ipynb #f6cdf529
+# %% ../nbs/10_samplers.ipynb #856bf97d
 def _device_of(model: Any) -> torch.device | None:
     if isinstance(model, nn.Module):
         p = next(model.parameters(), None)
@@ -151,7 +151,7 @@ def _cat_conds(uncond: dict, cond: dict) -> dict:
             out[k] = c
     return out
 
-# %% ../nbs/10_samplers.ipynb #2a0f67d4
+# %% ../nbs/10_samplers.ipynb #f9bbad74
 def guided_output(model: Callable[..., Tensor], xt: Tensor, t: Tensor, *, cond: dict | None = None,
                   uncond: dict | None = None, guidance: float = 1.0) -> Tensor:
     """The classifier-free-guided model output out_u + s (out_c - out_u), with both passes in ONE forward on a
@@ -169,7 +169,7 @@ def guided_output(model: Callable[..., Tensor], xt: Tensor, t: Tensor, *, cond: 
     out_u, out_c = out.chunk(2)
     return out_u + guidance * (out_c - out_u)
 
-# %% ../nbs/10_samplers.ipynb #a846fa02
+# %% ../nbs/10_samplers.ipynb #62a4b7bf
 def _abar_at(abars: Tensor, t: int) -> float:
     "alpha_bar at timestep t as a Python float; t = -1 stands for the clean data (alpha_bar = 1)."
     return 1.0 if t < 0 else float(gather(abars, torch.tensor([t]), 1))
@@ -185,7 +185,7 @@ def _resolve(sched: NoiseSchedule, steps: int, spacing: str, timesteps) -> Tenso
         raise ValueError(f"steps must be an int in [1, T] = [1, {sched.T}], got {steps!r}")
     return make_timesteps(sched.T, int(steps), spacing)
 
-# %% ../nbs/10_samplers.ipynb #682ef3e8
+# %% ../nbs/10_samplers.ipynb #f1545cce
 @torch.no_grad()
 def sample(model: Callable[..., Tensor], sched: NoiseSchedule, shape: Sequence[int], *, sampler: str = 'ddim',
            steps: int = 50, eta: float = 0.0, guidance: float = 1.0, cond: dict | None = None, uncond: dict | None = None,
@@ -240,7 +240,7 @@ def sample(model: Callable[..., Tensor], sched: NoiseSchedule, shape: Sequence[i
         if callback is not None: callback(i, t, x, x0)
     return x
 
-# %% ../nbs/10_samplers.ipynb #cd668384
+# %% ../nbs/10_samplers.ipynb #7f62ece9
 @torch.no_grad()
 def ddim_invert(model: Callable[..., Tensor], sched: NoiseSchedule, x0: Tensor, *, steps: int = 50, spacing: str = 'trailing',
                 timesteps: Sequence[int] | Tensor | None = None, guidance: float = 1.0, cond: dict | None = None,
