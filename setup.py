@@ -36,6 +36,8 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['ldm_edu', 'ldm_edu.*']),
     include_package_data=True,
+    # the trained models that ship with the package (LatentDiffusion.from_pretrained)
+    package_data={'ldm_edu': ['pretrained/*/*.json', 'pretrained/*/*.safetensors']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],

@@ -22,8 +22,8 @@ from .samplers import sample
 from .training import load_state_strict
 
 # %% auto #0
-__all__ = ['save_model_folder', 'load_model_folder', 'pooled_context', 'LatentModel', 'LatentDiffusion', 'autoencoder_loss_fn',
-           'latent_scale_factor', 'layout_first_loss_fn']
+__all__ = ['save_model_folder', 'load_model_folder', 'pooled_context', 'LatentModel', 'LatentDiffusion', 'pretrained_names',
+           'pretrained_dir', 'export_pretrained', 'autoencoder_loss_fn', 'latent_scale_factor', 'layout_first_loss_fn']
 
 # %% ../nbs/13_latent_diffusion.ipynb #27cf303d
 _COND_KINDS = {'text': TextEncoder, 'class': ClassEmbedder}
@@ -272,6 +272,48 @@ class LatentDiffusion(LatentModel):
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = 'cpu') -> 'LatentDiffusion':
         "Rebuild a model saved with `save`; a `ValueError` says what is wrong with a missing, corrupt or mismatched folder."
         return load_model_folder(cls, path, device)
+
+    @classmethod
+    def from_pretrained(cls, name: str, device: str | torch.device | None = 'cpu') -> 'LatentDiffusion':
+        """A trained model that ships inside the package, loaded offline: `'shapes'` (text-to-image on the shapes
+        data) or `'mnist'` (class-conditional digits). Each was made by the project's own `ldm-edu train`; its
+        `card.json` records the command, seed, hardware, time and measured accuracy. The weights are stored in
+        float16 and loaded into float32; their SHA-256 is checked against `config.json`."""
+        return load_model_folder(cls, pretrained_dir(name), device)
+
+# %% ../nbs/13_latent_diffusion.ipynb #9d2f012f
+def _pretrained_root() -> Path:
+    "The folder of the models that ship with the package: `ldm_edu/pretrained/`."
+    import ldm_edu
+    return Path(ldm_edu.__file__).resolve().parent / 'pretrained'
+
+def pretrained_names() -> list[str]:
+    "The names `LatentDiffusion.from_pretrained` accepts."
+    root = _pretrained_root()
+    return sorted(d.name for d in root.iterdir() if (d / 'config.json').is_file()) if root.is_dir() else []
+
+def pretrained_dir(name: str) -> Path:
+    "The folder of the shipped model `name`; a `ValueError` lists the known names, or names a missing file."
+    known = pretrained_names()
+    if name not in known: raise ValueError(f"no pretrained model {name!r}; the package ships {known}")
+    folder = _pretrained_root() / name
+    for f in ('config.json', 'model.safetensors', 'card.json'):
+        if not (folder / f).is_file(): raise ValueError(f"the shipped model {name!r} is incomplete: {folder / f} is missing")
+    return folder
+
+def export_pretrained(model: nn.Module, path: str | os.PathLike, card: dict) -> Path:
+    """Write `model` as a shippable folder: float16 weights (`model.safetensors`), `config.json` with their SHA-256,
+    and `card.json` (`card` plus the SHA-256 and size), each atomically. `from_pretrained` reads it back."""
+    path = Path(path)
+    half = {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+            for k, v in model.state_dict().items()}
+    atomic_save_safetensors(half, path / 'model.safetensors')
+    digest = hashlib.sha256((path / 'model.safetensors').read_bytes()).hexdigest()
+    atomic_write_json({**model.config, 'weights_sha256': digest}, path / 'config.json')
+    size = (path / 'model.safetensors').stat().st_size
+    atomic_write_json({**card, 'weights_sha256': digest, 'weights_bytes': size, 'dtype': 'float16'}, path / 'card.json')
+    return path
+
 
 # %% ../nbs/13_latent_diffusion.ipynb #c437014c
 def autoencoder_loss_fn(kl_weight: float = 1e-6, mse_weight: float = 1.0, l1_weight: float = 0.0,
