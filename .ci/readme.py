@@ -4,7 +4,8 @@
     python .ci/readme.py          # rewrite README.md
     python .ci/readme.py --check  # exit 1 if README.md is stale
 
-Markdown cells are copied verbatim; code cells marked `#| hide` are dropped; other code cells
+Markdown cells are copied verbatim, except that links to `images/` (beside the notebook) become `nbs/images/`
+(beside the README); code cells marked `#| hide` are dropped; other code cells
 become ```python blocks followed by their text output. The test runner calls `render()` too.
 """
 import json, sys
@@ -20,7 +21,7 @@ def render(nb_path=ROOT / 'nbs' / 'index.ipynb') -> str:
     for cell in nb['cells']:
         src = _src(cell).strip('\n')
         if cell['cell_type'] == 'markdown':
-            parts.append(src)
+            parts.append(src.replace('](images/', '](nbs/images/').replace('src="images/', 'src="nbs/images/'))
         elif cell['cell_type'] == 'code':
             lines = src.splitlines()
             directives = [l for l in lines if l.startswith('#|')]

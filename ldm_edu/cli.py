@@ -4,62 +4,70 @@
 
 # %% ../nbs/18_cli.ipynb #d064e56a
 from __future__ import annotations
-import argparse, copy, functools, json, os, platform, sys, time
+import argparse, copy, functools, json, math, os, platform, sys, time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from .utils import Timer, atomic_write_json, get_device, load_json, load_safetensors, atomic_save_safetensors, save_image_grid, set_seed
+from .utils import Timer, atomic_write_json, get_device, load_json, load_safetensors, atomic_save_safetensors
+from .utils import save_image_grid, set_seed
 from .schedules import NoiseSchedule
 from .vae import AutoencoderKL
 from .unet import UNet
 from .conditioning import ClassEmbedder, TextEncoder, WordTokenizer
-from .training import SampleGrid, Trainer, latest_checkpoint
+from .training import Callback, SampleGrid, Trainer, cleanup_distributed, init_distributed, latest_checkpoint
 from .data import LatentCache
 from .ldm import LatentDiffusion, autoencoder_loss_fn, latent_scale_factor, layout_first_loss_fn
 
 # %% auto #0
 __all__ = ['PRESETS', 'DATASETS', 'CLASS_DATASETS', 'DATASET_DEFAULTS', 'default_preset', 'hardware', 'load_data',
            'is_class_conditional', 'eval_prompts', 'prompt_accuracy', 'reconstruction_accuracy', 'build_vae',
-           'build_ldm', 'CLIError', 'mnist_classifier', 'label_accuracy_of', 'evaluate_model', 'train', 'sample_cmd',
-           'evaluate_cmd', 'main']
+           'build_ldm', 'CLIError', 'mnist_classifier', 'label_accuracy_of', 'evaluate_model', 'CosineLR', 'StageETA',
+           'train', 'save_captioned_grid', 'sample_cmd', 'evaluate_cmd', 'main']
 
 # %% ../nbs/18_cli.ipynb #a01003ce
 # f = 2: a 32x32x3 image -> a 16x16x4 latent. Measured on 2 shared CPU cores (notebook 18, "The real thing"): an f = 4
 # autoencoder of the same size reached 31 dB PSNR in 700 steps but rounded the 5-pixel shapes, so the shape reader
 # recognised only 7-33 % of its reconstructions; f = 2 reached 33.8 dB and 88 % in 400 steps.
-_VAE_SMALL = dict(base_channels=16, channel_mult=[1, 2], num_res_blocks=1, latent_channels=4, norm_groups=8, mid_attention=False)
-_AE_LOSS = dict(ae_mse_weight=1.0, ae_l1_weight=0.0, ae_kl_weight=1e-6)     # squared error + tiny KL (see notebook 13)
-# The text encoder has depth 0: word + position embeddings and a LayerNorm, no self-attention between the words. On these
-# captions a 2-layer transformer learned held-out prompts far more slowly (0 % vs 80 % after 800 steps; notebook 18, "The real thing").
+_VAE_SMALL = dict(base_channels=16, channel_mult=[1, 2], num_res_blocks=1, latent_channels=4, norm_groups=8,
+                  mid_attention=False)
+_AE_LOSS = dict(ae_mse_weight=1.0, ae_l1_weight=0.0, ae_kl_weight=1e-6)     # squared error + tiny KL (notebook 13)
+# The text encoder has depth 0: word + position embeddings and a LayerNorm, no self-attention between the words. On
+# these captions a 2-layer transformer learned held-out prompts far more slowly (0 % vs 80 % after 800 steps).
+_UNET_CPU = dict(model_channels=32, channel_mult=[1, 2, 2], num_res_blocks=1, attention_levels=[0, 1, 2], num_heads=4,
+                 norm_groups=16, pos_embed=True)
+_TEXT = dict(depth=0, heads=4, max_length=16)
+# what every preset shares: the diffusion recipe (notebook 13) and the evaluation
+_RECIPE = dict(data='shapes', image_size=32, seed=0, **_AE_LOSS, pooled_text=True, schedule='linear',
+               parametrization='v', weighting='simple', lr_schedule='cosine', layout_t_min=700, cond_drop_prob=0.1,
+               guidance=3.0, max_minutes=None, ae_fraction=0.25, eval_reserve=0.07)
+# Every stage trains a fixed number of steps, so a seed gives the same model on any machine.
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds on a CPU: checks the whole pipeline, learns very little
-    'tiny': dict(data='shapes', n_train=256, image_size=32, seed=0,
-                 vae=dict(_VAE_SMALL, base_channels=8, norm_groups=4), ae_steps=20, ae_batch=16, ae_lr=2e-3, **_AE_LOSS,
-                 unet=dict(model_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_levels=[1], num_heads=4, norm_groups=8, pos_embed=True),
-                 text=dict(dim=32, depth=0, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20, batch=16, lr=1e-3, warmup=5, layout_steps=15, layout_t_min=700,
-                 ema_decay=0.9, cond_drop_prob=0.1, ckpt_every=10, sample_every=20, n_eval=8, eval_steps=5, guidance=3.0,
-                 max_minutes=None, ae_fraction=0.3, eval_reserve=0.1, n_eval_labels=20, clf_steps=40),
-    # a real run on 2 CPU cores within 15 minutes: the step counts are upper bounds, the time shares decide
-    'cpu': dict(data='shapes', n_train=10000, image_size=32, seed=0,
-                vae=_VAE_SMALL, ae_steps=1500, ae_batch=32, ae_lr=2e-3, **_AE_LOSS,
-                unet=dict(model_channels=32, channel_mult=[1, 2, 2], num_res_blocks=1, attention_levels=[1, 2], num_heads=4, norm_groups=16, pos_embed=True),
-                text=dict(dim=64, depth=0, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20000, batch=32, lr=2e-3, warmup=100, layout_steps=300, layout_t_min=700,
-                ema_decay=0.995, cond_drop_prob=0.1, ckpt_every=250, sample_every=500, n_eval=128, eval_steps=25, guidance=3.0,
-                max_minutes=15.0, ae_fraction=0.25, eval_reserve=0.07, n_eval_labels=500, clf_steps=600),
-    # one GPU, ~5 minutes (bf16 autocast through the Trainer's precision='auto')
-    'gpu': dict(data='shapes', n_train=100000, image_size=32, seed=0,
-                vae=dict(_VAE_SMALL, base_channels=64, norm_groups=32), ae_steps=3000, ae_batch=128, ae_lr=1e-3, **_AE_LOSS,
-                unet=dict(model_channels=128, channel_mult=[1, 2, 2], num_res_blocks=2, attention_levels=[1, 2], num_heads=4, norm_groups=32, pos_embed=True),
-                text=dict(dim=128, depth=0, heads=4, max_length=16), pooled_text=True, schedule='linear', parametrization='v', steps=20000, batch=256, lr=5e-4, warmup=500, layout_steps=1000, layout_t_min=700,
-                ema_decay=0.999, cond_drop_prob=0.1, ckpt_every=1000, sample_every=2000, n_eval=1024, eval_steps=50, guidance=3.0,
-                max_minutes=5.0, ae_fraction=0.2, eval_reserve=0.1, n_eval_labels=1000, clf_steps=1500),
+    'tiny': dict(_RECIPE, n_train=256, vae=dict(_VAE_SMALL, base_channels=8, norm_groups=4), ae_steps=20,
+                 ae_batch=16, ae_lr=2e-3,
+                 unet=dict(_UNET_CPU, model_channels=16, channel_mult=[1, 2], attention_levels=[0, 1], norm_groups=8),
+                 text=dict(_TEXT, dim=32), steps=20, batch=16, lr=1e-3, warmup=5, layout_steps=15, ema_decay=0.9,
+                 ckpt_every=10, sample_every=20, n_eval=8, eval_steps=5, n_eval_labels=20, clf_steps=40),
+    # two CPU cores, about 10 minutes at 3.5 diffusion steps/s
+    'cpu': dict(_RECIPE, n_train=10000, vae=_VAE_SMALL, ae_steps=600, ae_batch=32, ae_lr=2e-3,
+                unet=_UNET_CPU, text=dict(_TEXT, dim=64), steps=1200, batch=32, lr=2e-3, warmup=100,
+                layout_steps=300, ema_decay=0.995, ckpt_every=250, sample_every=250, n_eval=128, eval_steps=25,
+                n_eval_labels=500, clf_steps=600),
+    # one GPU (bf16 autocast through the Trainer's precision='auto'); not yet measured on a GPU
+    'gpu': dict(_RECIPE, n_train=100000, vae=dict(_VAE_SMALL, base_channels=64, norm_groups=32), ae_steps=3000,
+                ae_batch=128, ae_lr=1e-3,
+                unet=dict(_UNET_CPU, model_channels=128, num_res_blocks=2, attention_levels=[1, 2], norm_groups=32),
+                text=dict(_TEXT, dim=128), steps=6000, batch=256, lr=5e-4, warmup=500, layout_steps=1000,
+                ema_decay=0.999, ckpt_every=1000, sample_every=2000, n_eval=1024, eval_steps=50,
+                n_eval_labels=1000, clf_steps=1500),
 }
 DATASETS = ('shapes', 'mnist')
 CLASS_DATASETS = ('mnist',)          # conditioned on class labels; the others on captions
-# what a dataset changes in any preset: MNIST digits are grey (1 channel); `n_train` above the digits there are means all of them. Label accuracy is
-# measured on the preset's `n_eval_labels` generated digits (a tenth per class) by a classifier of `clf_steps` steps trained on real ones
+# what a dataset changes in any preset: MNIST digits are grey (1 channel); `n_train` above the digits there means
+# all of them. Label accuracy is measured on the preset's `n_eval_labels` generated digits (a tenth per class) by a
+# classifier of `clf_steps` steps trained on real ones
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {'mnist': dict(channels=1)}
 
 def default_preset() -> str:
@@ -67,10 +75,12 @@ def default_preset() -> str:
     return 'gpu' if torch.cuda.is_available() else 'cpu'
 
 def hardware() -> str:
-    "A one-line description of the device and CPU threads used (with the 1-minute load average, where the OS reports it)."
+    "One line on the device and CPU threads used (with the 1-minute load average, where the OS reports it)."
     if torch.cuda.is_available(): return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, 'getloadavg') else ''
-    return f"CPU: {os.cpu_count()} cores ({torch.get_num_threads()} torch threads{load}), {platform.machine()}, torch {torch.__version__}"
+    threads = f"{torch.get_num_threads()} torch threads{load}"
+    return f"CPU: {os.cpu_count()} cores ({threads}), {platform.machine()}, torch {torch.__version__}"
+
 
 # %% ../nbs/18_cli.ipynb #849b2a02
 def _mnist(cfg: dict, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -111,7 +121,8 @@ def is_class_conditional(cfg: dict) -> bool:
     return cfg['data'] in CLASS_DATASETS
 
 def eval_prompts(cfg: dict, split: str = 'heldout', n: int | None = None) -> list[str]:
-    "Prompts to evaluate on: captions of `split` ('heldout' = the held-out (shape, colour) pairs), from a seed unused in training."
+    """Prompts to evaluate on: captions of `split` from a seed unused in training: 'heldout' (the test pairs),
+    'val' (the validation pairs) or 'train' (training combinations)."""
     from ldm_edu.data import ShapesDataset
     return list(ShapesDataset(n or cfg['n_eval'], size=cfg['image_size'], seed=cfg['seed'] + 1000, split=split).captions)
 
@@ -156,7 +167,7 @@ def build_ldm(cfg: dict, vae: AutoencoderKL, captions: Sequence[str]) -> LatentD
     unet = UNet(in_channels=vae.latent_channels, context_dim=cond.dim, y_dim=cond.dim if cfg.get('pooled_text') else None, **cfg['unet'])
     sched = getattr(NoiseSchedule, cfg['schedule'])()
     return LatentDiffusion(vae, unet, sched, cond, image_size=cfg['image_size'], cond_drop_prob=cfg['cond_drop_prob'],
-                           parametrization=cfg.get('parametrization', 'eps'))
+                           parametrization=cfg.get('parametrization', 'eps'), weighting=cfg.get('weighting', 'simple'))
 
 # %% ../nbs/18_cli.ipynb #8ca3b6ad
 class CLIError(ValueError):
@@ -190,145 +201,349 @@ def label_accuracy_of(model: LatentDiffusion, cfg: dict, classifier, n: int | No
     return label_accuracy(classifier, imgs, labels)
 
 def evaluate_model(model: LatentDiffusion, cfg: dict, run: str | Path, n: int | None = None) -> dict:
-    """The run's headline numbers: prompt accuracy on held-out prompts and on training combinations (shapes), or the
-    label accuracy of generated digits with the classifier's own test accuracy beside it (MNIST)."""
+    """The run's headline numbers. Shapes: prompt accuracy on the test prompts ('heldout': the held-out test pairs,
+    the reported number), the validation prompts ('val': held-out pairs used to choose settings) and training
+    combinations. MNIST: the label accuracy of generated digits, with the classifier's own test accuracy beside it."""
     if is_class_conditional(cfg):
         clf = mnist_classifier(cfg, run, next(model.parameters()).device)
-        return {'label_accuracy': label_accuracy_of(model, cfg, clf, n), 'classifier_test_accuracy': load_json(Path(run) / 'classifier.json')['test_accuracy']}
-    return {'heldout': prompt_accuracy(model, eval_prompts(cfg, 'heldout', n), cfg),
-            'train_combinations': prompt_accuracy(model, eval_prompts(cfg, 'train', n), cfg)}
+        test_acc = load_json(Path(run) / 'classifier.json')['test_accuracy']
+        return {'label_accuracy': label_accuracy_of(model, cfg, clf, n), 'classifier_test_accuracy': test_acc}
+    splits = {'heldout': 'heldout', 'val': 'val', 'train_combinations': 'train'}
+    return {k: prompt_accuracy(model, eval_prompts(cfg, split, n), cfg) for k, split in splits.items()}
 
-def train(preset: str | None = None, data: str | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-          max_minutes: float | None = None, seed: int | None = None, progress: bool = True, device: str | None = None,
-          overrides: dict | None = None, data_root: str | Path | None = None, download: bool = False) -> dict:
-    """Train a conditional LDM in two stages into a run folder and return its metrics.
+class CosineLR(Callback):
+    """Cosine decay of the learning rate over the trainer's step budget `K = max_steps`: before step `k`,
+    `trainer.lr = lr_0 * (m + (1 - m) * (1 + cos(pi * k / K)) / 2)`, with `lr_0` the trainer's learning rate at the
+    start and `m = floor` its final fraction. The trainer's linear warm-up multiplies it, as before. The rate depends
+    only on `k`, so a resumed run continues the same schedule."""
+    def __init__(self, floor: float = 0.0):
+        if not 0.0 <= floor <= 1.0: raise ValueError(f"floor must be in [0, 1], got {floor}")
+        self.floor, self.lr0 = floor, None
 
-    Stage 1 trains the autoencoder, its latents are cached and rescaled to unit variance, stage 2 trains the UNet and
-    the conditioner (a text encoder for shapes, a class embedder for MNIST) on them. Writes `run.json`, `autoencoder/`
-    and `diffusion/` trainer checkpoints, `latents.safetensors`, `samples/`, the final EMA model `model/` and
-    `metrics.json` (MNIST runs also `classifier.*`). `resume` continues an interrupted run folder."""
-    t_start = time.perf_counter()
-    # -- validate everything before writing anything
+    def factor(self, k: int, K: int) -> float:
+        "The multiplier of `lr_0` before step `k` of `K`."
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(k, K) / max(K, 1)))
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.lr0 is None: self.lr0 = trainer.lr
+        trainer.lr = self.lr0 * self.factor(trainer.step, trainer.max_steps)
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        trainer.lr = self.lr0 * self.factor(trainer.step, trainer.max_steps)
+
+def _barrier() -> None:
+    "Wait for every process of a torchrun launch (nothing to wait for in a plain run)."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
+
+def _run_config(preset: str | None, data: str | None, out: str | Path | None, resume: str | Path | None,
+                max_minutes: float | None, seed: int | None, overrides: dict | None,
+                data_root: str | Path | None, download: bool) -> tuple[dict, Path]:
+    "The run's configuration and folder, from the options or from the run being resumed; nothing is written here."
     if resume is not None:
         run = Path(resume)
-        if not (run / 'run.json').is_file(): raise CLIError(f"--resume {run}: no run found there (expected a run folder with run.json)")
+        if not (run / 'run.json').is_file():
+            raise CLIError(f"--resume {run}: no run found there (expected a run folder with run.json)")
         cfg = load_json(run / 'run.json')
-        if preset is not None and preset != cfg['preset']: raise CLIError(f"--resume: the run used preset {cfg['preset']!r}, not {preset!r}")
-        if data is not None and data != cfg['data']: raise CLIError(f"--resume: the run used dataset {cfg['data']!r}, not {data!r}")
-        if max_minutes is not None: cfg['max_minutes'] = max_minutes
-    else:
-        preset = preset or default_preset()
-        if preset not in PRESETS: raise CLIError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-        cfg = copy.deepcopy(PRESETS[preset]); cfg['preset'] = preset
-        if data is not None: cfg['data'] = data
-        if cfg['data'] not in DATASETS: raise CLIError(f"unknown dataset {cfg['data']!r}; expected one of {DATASETS}")
-        cfg.update(DATASET_DEFAULTS.get(cfg['data'], {})); cfg.update(overrides or {})
-        cfg.update(data_root=None if data_root is None else str(data_root), download=bool(download))
-        if seed is not None: cfg['seed'] = seed
-        if max_minutes is not None: cfg['max_minutes'] = max_minutes
-        run = Path(out) if out is not None else Path('runs') / f"{cfg['data']}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        _check_out(run)
-    budget = cfg['max_minutes']
-    left = lambda: None if budget is None else max(1e-3, budget - (time.perf_counter() - t_start) / 60)
-    dev = get_device(device)
+        if preset is not None and preset != cfg['preset']:
+            raise CLIError(f"--resume: the run used preset {cfg['preset']!r}, not {preset!r}")
+        if data is not None and data != cfg['data']:
+            raise CLIError(f"--resume: the run used dataset {cfg['data']!r}, not {data!r}")
+        cfg['max_minutes'] = max_minutes          # a time limit applies to this invocation only
+        return cfg, run
+    preset = preset or default_preset()
+    if preset not in PRESETS: raise CLIError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    cfg = copy.deepcopy(PRESETS[preset])
+    cfg['preset'] = preset
+    if data is not None: cfg['data'] = data
+    if cfg['data'] not in DATASETS: raise CLIError(f"unknown dataset {cfg['data']!r}; expected one of {DATASETS}")
+    cfg.update(DATASET_DEFAULTS.get(cfg['data'], {}))
+    unknown = sorted(set(overrides or {}) - set(cfg))
+    if unknown: raise CLIError(f"unknown preset keys {unknown}; a preset has {sorted(cfg)}")
+    cfg.update(overrides or {})
+    cfg.update(data_root=None if data_root is None else str(data_root), download=bool(download))
+    if seed is not None: cfg['seed'] = seed
+    cfg['max_minutes'] = max_minutes
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    run = Path(out) if out is not None else Path('runs') / f"{cfg['data']}-{preset}-{stamp}"
+    _check_out(run)
+    return cfg, run
+
+class StageETA(Callback):
+    """Logs, `after` steps into a stage, the measured step rate and when the stage (and the run) should end.
+    `later_s` is the expected time of what follows the stage (e.g. the evaluation), added to the run's end."""
+    def __init__(self, log: Callable[..., None], after: int = 25, later_s: float = 0.0):
+        self.log, self.after, self.later_s = log, after, later_s
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.start_step, self.t0 = trainer.step, time.perf_counter()
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.step - self.start_step != self.after: return
+        rate = self.after / (time.perf_counter() - self.t0)
+        left_s = (trainer.max_steps - trainer.step) / rate
+        end = time.strftime('%H:%M', time.localtime(time.time() + left_s + self.later_s))
+        then = "; evaluation follows" if self.later_s == 0 else ""
+        self.log(f"{trainer.desc}: {rate:.2f} steps/s on this machine; {trainer.max_steps - trainer.step:,} steps "
+                 f"left, about {left_s / 60:.1f} min; the stage should end near {end}{then}")
+
+def _cut_short(what: str, tr: Trainer) -> str:
+    "The warning for a stage that `--max-minutes` stopped before its step budget."
+    then = ("`ldm-edu train --resume RUN` finishes the budget" if what == 'diffusion'
+            else "the diffusion stage is trained on this autoencoder's latents")
+    return (f"warning: --max-minutes stopped the {what} stage after {tr.step:,} of its {tr.max_steps:,} steps. "
+            f"The preset's accuracy is measured at the full budget; with {tr.step / tr.max_steps:.0%} of the steps "
+            f"expect less (notebook 18 plots accuracy against steps); {then}.")
+
+def _train_autoencoder(cfg: dict, run: Path, ds: dict, dev: torch.device, progress: bool, minutes: float | None,
+                       classifier=None) -> tuple[AutoencoderKL, Trainer, dict]:
+    """Stage 1: train (or resume, or reload) the autoencoder, cache the posterior means of every training image in
+    `latents.safetensors` and write `autoencoder.json` (steps, PSNR, scale factor, reading accuracy)."""
+    info = run / 'autoencoder.json'
+    vae = build_vae(cfg)
+    loss_fn = autoencoder_loss_fn(kl_weight=cfg['ae_kl_weight'], mse_weight=cfg['ae_mse_weight'],
+                                  l1_weight=cfg['ae_l1_weight'])
+    tr = Trainer(vae, loss_fn, {'image': ds['images']}, batch_size=cfg['ae_batch'], max_steps=cfg['ae_steps'],
+                 lr=cfg['ae_lr'], warmup_steps=min(100, cfg['ae_steps'] // 10), ema_decay=None, seed=cfg['seed'],
+                 device=dev, ckpt_dir=run / 'autoencoder', ckpt_every=cfg['ckpt_every'], progress=progress,
+                 desc='autoencoder', max_minutes=minutes, find_unused_parameters=False)
+    if latest_checkpoint(run / 'autoencoder') is not None: tr.load_checkpoint(run / 'autoencoder')
+    if not info.is_file():
+        with Timer() as t_ae: tr.fit()
+        vae.eval()
+        if tr.is_main:                   # under torchrun, process 0 writes the cache and the summary
+            encode = lambda x: vae.encode(x).mode()
+            meta = {'autoencoder': vae.config, 'autoencoder_steps': tr.step}
+            lat = LatentCache(ds['images'], encode, run / 'latents.safetensors', config=meta, device=dev).latents
+            last = tr.history[-1] if tr.history else {}
+            ceiling = reconstruction_accuracy(vae, cfg, classifier=classifier)
+            atomic_write_json({'steps': tr.step, 'step_budget': cfg['ae_steps'], 'seconds': t_ae.elapsed,
+                               'scale_factor': latent_scale_factor(lat), 'psnr': last.get('psnr'),
+                               'l1': last.get('l1'), 'stop_reason': tr.stop_reason,
+                               'reconstructions_heldout': ceiling}, info)
+        _barrier()                       # the other processes wait for the files
+    ae = load_json(info)
+    vae.scaling_factor = ae['scale_factor']
+    return vae, tr, ae
+
+def _train_diffusion(cfg: dict, run: Path, ds: dict, vae: AutoencoderKL, scale: float, dev: torch.device,
+                     progress: bool, minutes: float | None, log: Callable[..., None]) -> Trainer:
+    "Stage 2: train (or resume) the U-Net and the conditioner on the cached, rescaled latents; returns the trainer."
     classes = is_class_conditional(cfg)
-    log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+    ldm = build_ldm(cfg, vae, ds['classes'] if classes else ds['captions'])
+    fixed = torch.arange(20) % 10 if classes else eval_prompts(cfg, 'heldout', 8)
+    draw = lambda m: m.generate(fixed, steps=cfg['eval_steps'], guidance=cfg['guidance'], seed=0)
+    grids = SampleGrid(draw, every=cfg['sample_every'], out_dir=run / 'samples', nrow=10 if classes else 8)
+    cond = {'label': ds['labels']} if classes else {'caption': ds['captions']}
+    lat = load_safetensors(run / 'latents.safetensors')['latents']
+    # layout first (notebook 13): the first `layout_steps` steps train on t >= layout_t_min only; the step is read
+    # from the trainer, so a resumed run keeps to the same curriculum
+    loss_fn = layout_first_loss_fn(lambda: tr.step, cfg['layout_steps'], cfg['layout_t_min'])
+    if cfg['lr_schedule'] not in ('constant', 'cosine'):
+        raise CLIError(f"lr_schedule must be 'constant' or 'cosine', got {cfg['lr_schedule']!r}")
+    callbacks = [grids, StageETA(log)] + ([CosineLR()] if cfg['lr_schedule'] == 'cosine' else [])
+    tr = Trainer(ldm, loss_fn, {'latents': lat * scale, **cond}, batch_size=cfg['batch'], max_steps=cfg['steps'],
+                 lr=cfg['lr'], warmup_steps=cfg['warmup'], ema_decay=cfg['ema_decay'], seed=cfg['seed'], device=dev,
+                 ckpt_dir=run / 'diffusion', ckpt_every=cfg['ckpt_every'], callbacks=callbacks, progress=progress,
+                 desc='diffusion', max_minutes=minutes)
+    if latest_checkpoint(run / 'diffusion') is not None: tr.load_checkpoint(run / 'diffusion')
+    try: tr.fit()
+    except torch.cuda.OutOfMemoryError: raise CLIError(_out_of_memory(cfg, ldm, dev)) from None
+    return tr
+
+def _out_of_memory(cfg: dict, ldm: LatentDiffusion, dev: torch.device) -> str:
+    "The message for a device that ran out of memory: the estimate for the preset's batch, and what to lower."
+    from ldm_edu.training import estimate_training_memory
+    ldm = copy.deepcopy(ldm).cpu()
+    captions = ['a small red square in the center'] * 2
+    batch_of = lambda b: {'latents': torch.randn(b, *ldm.latent_shape), 'caption': captions[:1] * b}
+    if is_class_conditional(cfg): batch_of = lambda b: {'latents': torch.randn(b, *ldm.latent_shape),
+                                                        'label': torch.zeros(b, dtype=torch.long)}
+    mem = estimate_training_memory(ldm, cfg['batch'], batch_of, LatentDiffusion.loss_fn, precision='bf16')
+    size = lambda b: f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
+    have = f" of the device's {size(torch.cuda.get_device_properties(dev).total_memory)}" if dev.type == 'cuda' else ''
+    return (f"out of memory on {dev}: a training step of the {cfg['preset']} preset needs about "
+            f"{size(mem['total'])}{have} at batch {cfg['batch']} ({size(mem['activations'])} of "
+            f"it activations, which scale with the batch). Lower the batch (a smaller preset, or more processes "
+            f"with torchrun, which split it), or free the device of other jobs")
+
+def train(preset: str | None = None, data: str | None = None, out: str | Path | None = None,
+          resume: str | Path | None = None, max_minutes: float | None = None, seed: int | None = None,
+          progress: bool = True, device: str | None = None, overrides: dict | None = None,
+          data_root: str | Path | None = None, download: bool = False) -> dict:
+    """Train a conditional LDM in two stages into a run folder and return its metrics.
+
+    Each stage trains the preset's fixed number of steps, so a seed gives the same model on any machine;
+    `max_minutes` (optional) stops the stages earlier, with a warning, and `resume` finishes them.
+    Stage 1 trains the autoencoder, its latents are cached and rescaled to unit variance, stage 2 trains the UNet and
+    the conditioner (a text encoder for shapes, a class embedder for MNIST) on them. Writes `run.json`, `autoencoder/`
+    and `diffusion/` trainer checkpoints, `latents.safetensors`, `samples/`, the final EMA model `model/`,
+    `history.json` and `metrics.json` (MNIST runs also `classifier.*`)."""
+    t_start = time.perf_counter()
+    dist_info = init_distributed()       # under torchrun: join its process group (one process per device)
+    is_main = dist_info.rank == 0
+    cfg, run = _run_config(preset, data, out, resume, max_minutes, seed, overrides, data_root, download)
+    for key in ('ae_batch', 'batch'):
+        if cfg[key] % dist_info.world_size:
+            raise CLIError(f"the preset's {key}={cfg[key]} does not split evenly between {dist_info.world_size} "
+                           f"processes: launch a number of processes that divides it")
+    budget = cfg['max_minutes']
+    spent = lambda: (time.perf_counter() - t_start) / 60
+    dev = torch.device('cuda', dist_info.local_rank) if dist_info.backend == 'nccl' else get_device(device)
+    classes = is_class_conditional(cfg)
+    from tqdm import tqdm
+    progress = progress and is_main      # one progress bar and one log, from process 0
+    log = (lambda *a: tqdm.write(' '.join(map(str, a)))) if progress else (lambda *a: None)   # above the bars
+    warn = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main else (lambda msg: None)
     hw_start = hardware()
     set_seed(cfg['seed'])
     ds = load_data(cfg)                  # before run.json: a dataset that cannot be read leaves nothing behind
-    if resume is None: atomic_write_json(cfg, run / 'run.json')
-    log(f"ldm-edu train: preset {cfg['preset']}, data {ds['source']}, run folder {run}, {hw_start if dev.type == 'cpu' else dev}")
-    clf = mnist_classifier(cfg, run, dev) if classes else None      # measures label accuracy (and the autoencoder's ceiling)
+    _barrier()                           # every process has checked the options before anything is written
+    if resume is None and is_main: atomic_write_json(cfg, run / 'run.json')
+    where = hw_start if dev.type == 'cpu' else dev
+    if dist_info.world_size > 1:
+        log(f"data parallel: {dist_info.world_size} processes ({dist_info.backend}); the batch of {cfg['batch']} "
+            f"is split between them")
+    log(f"ldm-edu train: preset {cfg['preset']}, data {ds['source']}, run folder {run}, {where}")
+    log(f"step budget: autoencoder {cfg['ae_steps']:,} steps, diffusion {cfg['steps']:,} steps")
+    if cfg['preset'] == 'gpu':
+        log("note: the gpu preset has not been measured on a GPU yet; its step counts are estimates. On two CPU "
+            "cores the cpu preset reaches its measured accuracy (notebook 18); expect the gpu preset's larger "
+            "models to need at least as many steps, and check `metrics.json` after the run.")
+    clf = None
+    if classes:                          # scores label accuracy (and the AE's ceiling); trained by process 0
+        if is_main: clf = mnist_classifier(cfg, run, dev)
+        _barrier()
+        if not is_main: clf = mnist_classifier(cfg, run, dev)
     # -- stage 1: autoencoder
-    ae_info = run / 'autoencoder.json'
-    vae = build_vae(cfg)
-    ae_tr = Trainer(vae, autoencoder_loss_fn(kl_weight=cfg.get('ae_kl_weight', 1e-6), mse_weight=cfg.get('ae_mse_weight', 1.0),
-                                             l1_weight=cfg.get('ae_l1_weight', 0.0)), {'image': ds['images']}, batch_size=cfg['ae_batch'], max_steps=cfg['ae_steps'],
-                    lr=cfg['ae_lr'], warmup_steps=min(100, cfg['ae_steps'] // 10), ema_decay=None, seed=cfg['seed'], device=dev,
-                    ckpt_dir=run / 'autoencoder', ckpt_every=cfg['ckpt_every'], progress=progress, desc='autoencoder',
-                    max_minutes=None if budget is None else budget * cfg['ae_fraction'])
-    if latest_checkpoint(run / 'autoencoder') is not None: ae_tr.load_checkpoint(run / 'autoencoder')
-    if not ae_info.is_file():
-        with Timer() as t_ae: ae_tr.fit()
-        vae.eval()                       # cache the unscaled posterior means of every training image (notebook 11's LatentCache)
-        lat = LatentCache(ds['images'], lambda x: vae.encode(x).mode(), run / 'latents.safetensors',
-                          config={'autoencoder': vae.config, 'autoencoder_steps': ae_tr.step}, device=dev).latents
-        scale = latent_scale_factor(lat)
-        last = ae_tr.history[-1] if ae_tr.history else {}
-        atomic_write_json({'steps': ae_tr.step, 'seconds': t_ae.elapsed, 'scale_factor': scale, 'psnr': last.get('psnr'),
-                           'l1': last.get('l1'), 'stop_reason': ae_tr.stop_reason,
-                           'reconstructions_heldout': reconstruction_accuracy(vae, cfg, classifier=clf)}, ae_info)
-    ae = load_json(ae_info)
-    vae.scaling_factor = ae['scale_factor']
-    lat = load_safetensors(run / 'latents.safetensors')['latents']
+    ae_minutes = None if budget is None else budget * cfg['ae_fraction']
+    vae, ae_tr, ae = _train_autoencoder(cfg, run, ds, dev, progress, ae_minutes, clf)
+    if ae['stop_reason'] == 'time': warn(_cut_short('autoencoder', ae_tr))
     rec = ae.get('reconstructions_heldout')
     log(f"autoencoder: {ae['steps']} steps, PSNR {ae['psnr']:.1f} dB (training batch)"
         + (f", held-out reconstructions {rec['psnr']:.1f} dB, read correctly {rec['all']:.1%}" if rec else '')
-        + f"; latents {tuple(lat.shape[1:])}, scale factor {ae['scale_factor']:.3f}")
+        + f"; scale factor {ae['scale_factor']:.3f}")
     # -- stage 2: diffusion on cached, rescaled latents
-    ldm = build_ldm(cfg, vae, ds['classes'] if classes else ds['captions'])
-    fixed = torch.arange(20) % 10 if classes else eval_prompts(cfg, 'heldout', 8)
-    grids = SampleGrid(lambda m: m.generate(fixed, steps=cfg['eval_steps'], guidance=cfg['guidance'], seed=0),
-                       every=cfg['sample_every'], out_dir=run / 'samples', nrow=10 if classes else 8)
-    cond = {'label': ds['labels']} if classes else {'caption': ds['captions']}
-    # layout first (notebook 13): the first `layout_steps` steps train on t >= layout_t_min only; reads tr.step, so resume keeps to it
-    loss_fn = layout_first_loss_fn(lambda: tr.step, cfg.get('layout_steps', 0), cfg.get('layout_t_min', 700))
-    tr = Trainer(ldm, loss_fn, {'latents': lat * ae['scale_factor'], **cond},
-                 batch_size=cfg['batch'], max_steps=cfg['steps'], lr=cfg['lr'], warmup_steps=cfg['warmup'], ema_decay=cfg['ema_decay'],
-                 seed=cfg['seed'], device=dev, ckpt_dir=run / 'diffusion', ckpt_every=cfg['ckpt_every'], callbacks=[grids],
-                 progress=progress, desc='diffusion', max_minutes=None if budget is None else max(1e-3, left() - cfg.get('eval_reserve', 0.1) * budget))
-    if latest_checkpoint(run / 'diffusion') is not None: tr.load_checkpoint(run / 'diffusion')
-    with Timer() as t_diff: tr.fit()
+    df_minutes = None if budget is None else max(1e-3, budget * (1 - cfg['eval_reserve']) - spent())
+    tr = _train_diffusion(cfg, run, ds, vae, ae['scale_factor'], dev, progress, df_minutes, log)
+    if tr.stop_reason == 'time': warn(_cut_short('diffusion', tr))
+    if not is_main:                      # process 0 saves, evaluates and reports
+        _barrier()
+        cleanup_distributed()
+        return {}
     model = tr.sampling_model
     model.save(run / 'model')
     # the curves of both stages, one entry per optimiser step (a resumed run's checkpoints carry the earlier steps)
     atomic_write_json({'autoencoder': ae_tr.history, 'diffusion': tr.history}, run / 'history.json')
-    # -- evaluation: held-out prompts (shapes) or label accuracy (MNIST)
+    # -- evaluation: validation and test prompts (shapes) or label accuracy (MNIST)
     with Timer() as t_eval: res = evaluate_model(model, cfg, run)
-    losses = [h['loss'] for h in tr.history]
-    metrics = dict(preset=cfg['preset'], data=cfg['data'], data_source=ds['source'],
+    losses = [h['loss'] for h in tr.history[-50:]]
+    metrics = dict(preset=cfg['preset'], seed=cfg['seed'], data=cfg['data'], data_source=ds['source'],
                    hardware=hw_start if dev.type == 'cpu' else f"{dev}: {hw_start}", hardware_at_end=hardware(),
-                   seconds_total=time.perf_counter() - t_start, seconds_diffusion=t_diff.elapsed, seconds_eval=t_eval.elapsed,
-                   autoencoder=ae, diffusion_steps=tr.step, diffusion_stop_reason=tr.stop_reason,
-                   final_loss=sum(losses[-50:]) / max(1, len(losses[-50:])), images_per_s=getattr(tr, 'images_per_s', None),
+                   seconds_total=time.perf_counter() - t_start, seconds_diffusion=tr.elapsed,
+                   seconds_eval=t_eval.elapsed, autoencoder=ae, diffusion_steps=tr.step,
+                   diffusion_step_budget=cfg['steps'], diffusion_stop_reason=tr.stop_reason,
+                   final_loss=sum(losses) / max(1, len(losses)), images_per_s=getattr(tr, 'images_per_s', None),
                    n_eval=cfg['n_eval'], eval_sampler=f"ddim {cfg['eval_steps']} steps, guidance {cfg['guidance']}")
-    if classes: metrics.update(res)
-    else: metrics.update(prompt_accuracy_heldout=res['heldout'], prompt_accuracy_train_combinations=res['train_combinations'])
+    if classes:
+        metrics.update(res)
+        head = (f"label accuracy {res['label_accuracy']:.1%} "
+                f"(classifier test accuracy {res['classifier_test_accuracy']:.1%})")
+    else:
+        metrics.update({f'prompt_accuracy_{k}': v for k, v in res.items()})
+        head = (f"test prompts (held-out pairs) {res['heldout']['all']:.1%}, validation prompts "
+                f"{res['val']['all']:.1%}, training combinations {res['train_combinations']['all']:.1%}")
+    metrics['world_size'] = dist_info.world_size
     atomic_write_json(metrics, run / 'metrics.json')
-    head = (f"label accuracy {res['label_accuracy']:.1%} (classifier test accuracy {res['classifier_test_accuracy']:.1%})" if classes else
-            f"held-out prompt accuracy {res['heldout']['all']:.1%} (train combinations {res['train_combinations']['all']:.1%})")
-    log(f"diffusion: {tr.step} steps ({tr.stop_reason}) in {t_diff.elapsed:.0f} s; {head}; total {metrics['seconds_total'] / 60:.1f} min -> {run}")
+    log(f"diffusion: {tr.step:,} of {cfg['steps']:,} steps ({tr.stop_reason}) in {tr.elapsed:.0f} s; {head}; "
+        f"total {metrics['seconds_total'] / 60:.1f} min -> {run}")
+    _barrier()
+    cleanup_distributed()
     return metrics
 
+
 # %% ../nbs/18_cli.ipynb #881f7eef
+def save_captioned_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, nrow: int,
+                        min_px: int = 128, font_px: int = 11) -> Path:
+    """Write images `(B, C, H, W)` in [-1, 1] as a legible PNG grid: each image upscaled by an integer factor with
+    nearest-neighbour (no blur) to at least `min_px` pixels, and its caption, wrapped, in the strip under it."""
+    from PIL import Image, ImageDraw, ImageFont
+    import textwrap
+    if len(images) != len(captions): raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    B, C, H, W = images.shape
+    k = max(1, math.ceil(min_px / min(H, W)))
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = x.repeat_interleave(k, 2).repeat_interleave(k, 3)
+    font = ImageFont.load_default(size=font_px)
+    chars = max(8, int(W * k / (0.55 * font_px)))
+    lines = [textwrap.wrap(c, chars) or [''] for c in captions]
+    strip = (max(len(l) for l in lines) + 1) * (font_px + 2)
+    ncol = min(nrow, B)
+    rows = math.ceil(B / ncol)
+    pad = 4
+    grid = Image.new('RGB', (ncol * (W * k + pad) + pad, rows * (H * k + strip + pad) + pad), 'white')
+    draw = ImageDraw.Draw(grid)
+    for i in range(B):
+        r, c = divmod(i, ncol)
+        arr = x[i].permute(1, 2, 0).numpy()
+        tile = Image.fromarray(arr[..., 0] if C == 1 else arr)
+        left, top = pad + c * (W * k + pad), pad + r * (H * k + strip + pad)
+        grid.paste(tile.convert('RGB'), (left, top))
+        for j, line in enumerate(lines[i]):
+            draw.text((left, top + H * k + 2 + j * (font_px + 2)), line, fill='black', font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    grid.save(tmp, format='PNG')
+    os.replace(tmp, path)
+    return path
+
 def _load_run_model(run: str | Path) -> tuple[LatentDiffusion, dict]:
     run = Path(run)
     if not run.is_dir(): raise CLIError(f"--run {run}: no such run folder")
     if not (run / 'run.json').is_file(): raise CLIError(f"--run {run}: not a run folder (no run.json)")
-    if not (run / 'model').is_dir(): raise CLIError(f"--run {run}: the run has no trained model yet (model/ is missing); finish it with --resume")
+    if not (run / 'model').is_dir():
+        raise CLIError(f"--run {run}: the run has no trained model yet (model/ is missing); finish it with --resume")
     return LatentDiffusion.load(run / 'model', device=get_device()), load_json(run / 'run.json')
 
-def sample_cmd(run: str | Path, prompts: Sequence[str], out: str | Path, n: int = 4, steps: int | None = None,
-               guidance: float | None = None, seed: int = 0) -> Path:
-    """Generate `n` images per prompt from a run's model and write them as one PNG grid (a row per prompt).
-    For a class-conditional run (MNIST) each prompt is a class name, e.g. `7`."""
+def _load_model(run: str | Path | None, pretrained: str | None) -> tuple[LatentDiffusion, dict]:
+    "The model and run configuration of a run folder, or of a model that ships with the package."
+    if (run is None) == (pretrained is None): raise CLIError("give either --run RUN or --pretrained NAME")
+    if run is not None: return _load_run_model(run)
+    from ldm_edu.ldm import pretrained_dir
+    model = LatentDiffusion.from_pretrained(pretrained, device=get_device())
+    return model, load_json(pretrained_dir(pretrained) / 'card.json')['run_config']
+
+def sample_cmd(run: str | Path | None, prompts: Sequence[str], out: str | Path, n: int = 4, steps: int | None = None,
+               guidance: float | None = None, seed: int = 0, pretrained: str | None = None) -> Path:
+    """Generate `n` images per prompt from a run's model (or a shipped one, `pretrained='shapes'` / `'mnist'`) and
+    write them as one legible PNG grid: a row per prompt, the prompt under each image.
+    For a class-conditional model (MNIST) each prompt is a class name, e.g. `7`."""
     if not prompts: raise CLIError("give at least one --prompt")
     if n < 1: raise CLIError(f"-n must be >= 1, got {n}")
-    model, cfg = _load_run_model(run)
+    model, cfg = _load_model(run, pretrained)
     cond: Any = [p for p in prompts for _ in range(n)]
     if is_class_conditional(cfg):
         from ldm_edu.data import CLASS_NAMES
         names = CLASS_NAMES[cfg['data']]
         bad = [p for p in prompts if p not in names]
-        if bad: raise CLIError(f"this run is class-conditional ({cfg['data']}): --prompt must be one of {names}, got {bad}")
-        cond = torch.tensor([names.index(p) for p in cond])
-    imgs = model.generate(cond, steps=steps or cfg['eval_steps'], guidance=cfg['guidance'] if guidance is None else guidance, seed=seed)
-    return save_image_grid(imgs, out, nrow=n)
+        if bad: raise CLIError(f"this model is class-conditional ({cfg['data']}): --prompt must be one of {names}, got {bad}")
+        labels = torch.tensor([names.index(p) for p in cond])
+    else:
+        from ldm_edu.data import parse_caption
+        for p in prompts:
+            try: parse_caption(p)
+            except ValueError as e: raise CLIError(f"--prompt {p!r}: {e}") from None
+    scale = cfg['guidance'] if guidance is None else guidance
+    imgs = model.generate(labels if is_class_conditional(cfg) else cond, steps=steps or cfg['eval_steps'],
+                          guidance=scale, seed=seed)
+    captions = [f"{p} (seed {seed}, image {i % n + 1})" if n > 1 else p for i, p in enumerate(cond)]
+    return save_captioned_grid(imgs, captions, out, nrow=n)
 
 def evaluate_cmd(run: str | Path, n: int | None = None) -> dict:
-    "A run's model evaluated afresh: prompt accuracy on held-out prompts and training combinations, or MNIST label accuracy."
+    "A run's model evaluated afresh: prompt accuracy on test, validation and training prompts, or MNIST label accuracy."
     model, cfg = _load_run_model(run)
     return evaluate_model(model, cfg, run, n)
+
 
 # %% ../nbs/18_cli.ipynb #c7becc8f
 def _parser() -> argparse.ArgumentParser:
@@ -341,13 +556,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--download', action='store_true', help='download the dataset with torchvision if it is not in --data-root')
     t.add_argument('--out', default=None, help='run folder to create (default: runs/<data>-<preset>-<time>)')
     t.add_argument('--resume', default=None, metavar='RUN', help='continue an interrupted run folder')
-    t.add_argument('--max-minutes', type=float, default=None, help="wall-time budget for the whole run (default: the preset's)")
+    t.add_argument('--max-minutes', type=float, default=None,
+                   help='optional time limit for the whole run: stops the stages early, with a warning (default: none; '
+                        'every preset trains a fixed number of steps)')
     t.add_argument('--seed', type=int, default=None, help='random seed (default 0)')
     t.add_argument('--quiet', action='store_true', help='no progress bars')
-    s = sub.add_parser('sample', help="generate an image grid from a run's model")
-    s.add_argument('--run', required=True); s.add_argument('--prompt', action='append', required=True, help='repeat for several prompts (a class name such as 7 for MNIST)')
-    s.add_argument('--out', default='grid.png'); s.add_argument('-n', type=int, default=4, help='images per prompt')
-    s.add_argument('--steps', type=int, default=None); s.add_argument('--guidance', type=float, default=None); s.add_argument('--seed', type=int, default=0)
+    s = sub.add_parser('sample', help="generate a captioned image grid from a run's model or a shipped one")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument('--run', default=None, help='a run folder of ldm-edu train')
+    src.add_argument('--pretrained', default=None, metavar='NAME',
+                     help="a model that ships with the package: 'shapes' (text-to-image) or 'mnist' (digits)")
+    s.add_argument('--prompt', action='append', required=True,
+                   help='repeat for several prompts (a class name such as 7 for MNIST)')
+    s.add_argument('--out', default='grid.png')
+    s.add_argument('-n', type=int, default=4, help='images per prompt')
+    s.add_argument('--steps', type=int, default=None)
+    s.add_argument('--guidance', type=float, default=None)
+    s.add_argument('--seed', type=int, default=0)
     e = sub.add_parser('evaluate', help="prompt accuracy (label accuracy for MNIST) of a run's model")
     e.add_argument('--run', required=True); e.add_argument('-n', type=int, default=None, help='number of prompts (default: the preset\'s)')
     # the course tools live in their own modules (notebooks 20 and 21); their options are parsed there
@@ -372,7 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             train(args.preset, args.data, args.out, args.resume, args.max_minutes, args.seed, progress=not args.quiet,
                   data_root=args.data_root, download=args.download)
         elif args.command == 'sample':
-            path = sample_cmd(args.run, args.prompt, args.out, args.n, args.steps, args.guidance, args.seed)
+            path = sample_cmd(args.run, args.prompt, args.out, args.n, args.steps, args.guidance, args.seed,
+                              pretrained=args.pretrained)
             print(f"wrote {path}")
         else:
             res = evaluate_cmd(args.run, args.n)
