@@ -116,6 +116,7 @@ def load_data(cfg: dict) -> dict:
         return {'images': x, 'labels': y, 'classes': classes, 'captions': [classes[int(l)] for l in y], 'source': src}
     raise ValueError(f"unknown dataset {cfg['data']!r}; expected one of {DATASETS}")
 
+# %% ../nbs/18_cli.ipynb #1df44e3e
 def is_class_conditional(cfg: dict) -> bool:
     "Whether the run's dataset is conditioned on class labels (MNIST) rather than captions (shapes)."
     return cfg['data'] in CLASS_DATASETS
@@ -200,6 +201,7 @@ def label_accuracy_of(model: LatentDiffusion, cfg: dict, classifier, n: int | No
                       for i in range(0, len(labels), batch)])
     return label_accuracy(classifier, imgs, labels)
 
+# %% ../nbs/18_cli.ipynb #dcb6bca5
 def evaluate_model(model: LatentDiffusion, cfg: dict, run: str | Path, n: int | None = None) -> dict:
     """The run's headline numbers. Shapes: prompt accuracy on the test prompts ('heldout': the held-out test pairs,
     the reported number), the validation prompts ('val': held-out pairs used to choose settings) and training
@@ -231,6 +233,7 @@ class CosineLR(Callback):
     def on_step_end(self, trainer: Trainer) -> None:
         trainer.lr = self.lr0 * self.factor(trainer.step, trainer.max_steps)
 
+# %% ../nbs/18_cli.ipynb #0e3777d9
 def _barrier() -> None:
     "Wait for every process of a torchrun launch (nothing to wait for in a plain run)."
     if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
@@ -268,6 +271,7 @@ def _run_config(preset: str | None, data: str | None, out: str | Path | None, re
     _check_out(run)
     return cfg, run
 
+# %% ../nbs/18_cli.ipynb #c494f04d
 class StageETA(Callback):
     """Logs, `after` steps into a stage, the measured step rate and when the stage (and the run) should end.
     `later_s` is the expected time of what follows the stage (e.g. the evaluation), added to the run's end."""
@@ -294,6 +298,7 @@ def _cut_short(what: str, tr: Trainer) -> str:
             f"The preset's accuracy is measured at the full budget; with {tr.step / tr.max_steps:.0%} of the steps "
             f"expect less (notebook 18 plots accuracy against steps); {then}.")
 
+# %% ../nbs/18_cli.ipynb #93e8bae3
 def _train_autoencoder(cfg: dict, run: Path, ds: dict, dev: torch.device, progress: bool, minutes: float | None,
                        classifier=None) -> tuple[AutoencoderKL, Trainer, dict]:
     """Stage 1: train (or resume, or reload) the autoencoder, cache the posterior means of every training image in
@@ -325,6 +330,7 @@ def _train_autoencoder(cfg: dict, run: Path, ds: dict, dev: torch.device, progre
     vae.scaling_factor = ae['scale_factor']
     return vae, tr, ae
 
+# %% ../nbs/18_cli.ipynb #f11aa342
 def _train_diffusion(cfg: dict, run: Path, ds: dict, vae: AutoencoderKL, scale: float, dev: torch.device,
                      progress: bool, minutes: float | None, log: Callable[..., None]) -> Trainer:
     "Stage 2: train (or resume) the U-Net and the conditioner on the cached, rescaled latents; returns the trainer."
@@ -350,6 +356,7 @@ def _train_diffusion(cfg: dict, run: Path, ds: dict, vae: AutoencoderKL, scale: 
     except torch.cuda.OutOfMemoryError: raise CLIError(_out_of_memory(cfg, ldm, dev)) from None
     return tr
 
+# %% ../nbs/18_cli.ipynb #797c4b49
 def _out_of_memory(cfg: dict, ldm: LatentDiffusion, dev: torch.device) -> str:
     "The message for a device that ran out of memory: the estimate for the preset's batch, and what to lower."
     from ldm_edu.training import estimate_training_memory
@@ -460,7 +467,6 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
     cleanup_distributed()
     return metrics
 
-
 # %% ../nbs/18_cli.ipynb #881f7eef
 def save_captioned_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, nrow: int,
                         min_px: int = 128, font_px: int = 11) -> Path:
@@ -497,6 +503,7 @@ def save_captioned_grid(images: torch.Tensor, captions: Sequence[str], path: str
     os.replace(tmp, path)
     return path
 
+# %% ../nbs/18_cli.ipynb #7bf64f0f
 def _load_run_model(run: str | Path) -> tuple[LatentDiffusion, dict]:
     run = Path(run)
     if not run.is_dir(): raise CLIError(f"--run {run}: no such run folder")
@@ -539,11 +546,11 @@ def sample_cmd(run: str | Path | None, prompts: Sequence[str], out: str | Path, 
     captions = [f"{p} (seed {seed}, image {i % n + 1})" if n > 1 else p for i, p in enumerate(cond)]
     return save_captioned_grid(imgs, captions, out, nrow=n)
 
+# %% ../nbs/18_cli.ipynb #8b7cd827
 def evaluate_cmd(run: str | Path, n: int | None = None) -> dict:
     "A run's model evaluated afresh: prompt accuracy on test, validation and training prompts, or MNIST label accuracy."
     model, cfg = _load_run_model(run)
     return evaluate_model(model, cfg, run, n)
-
 
 # %% ../nbs/18_cli.ipynb #c7becc8f
 def _parser() -> argparse.ArgumentParser:
@@ -581,6 +588,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=what, add_help=False).add_argument('args', nargs=argparse.REMAINDER)
     return p
 
+# %% ../nbs/18_cli.ipynb #cdd886a9
 def main(argv: Sequence[str] | None = None) -> int:
     "The `ldm-edu` console script. Returns the exit status: 0 on success, 2 for a usage error (with a one-line message)."
     parser = _parser()
