@@ -133,7 +133,8 @@ class NotebookFailure(Exception): pass
 
 class RepoChecks(pytest.File):
     def collect(self):
-        for name in ('export_in_sync', 'readme_in_sync', 'ci_runs_readme_commands', 'site_in_browser'):
+        for name in ('export_in_sync', 'compiles_without_warnings', 'readme_in_sync', 'ci_runs_readme_commands',
+                     'site_in_browser'):
             yield RepoCheck.from_parent(self, name=name)
 
 class RepoCheck(pytest.Item):
@@ -153,6 +154,17 @@ class RepoCheck(pytest.Item):
             fresh = {p.relative_to(d) for p in (d / 'ldm_edu').rglob('*.py')}
             differ = sorted(str(p) for p in ours | fresh if p not in ours or p not in fresh or not filecmp.cmp(ROOT / p, d / p, shallow=False))
             assert not differ, f'ldm_edu/ is out of sync with the notebooks ({", ".join(differ)}): run `nbdev_export` and commit both'
+
+    def compiles_without_warnings(self):
+        "Every module and tool compiles with warnings as errors (Python 3.12 warns on an invalid escape like '\\m')."
+        import warnings
+        bad = []
+        for f in sorted([*(ROOT / 'ldm_edu').rglob('*.py'), *(ROOT / 'tools').glob('*.py'), ROOT / 'conftest.py']):
+            with warnings.catch_warnings():
+                warnings.simplefilter('error')
+                try: compile(f.read_text(), str(f), 'exec')
+                except (SyntaxError, SyntaxWarning, DeprecationWarning) as e: bad.append(f'{f.relative_to(ROOT)}: {e}')
+        assert not bad, 'modules that warn or fail when compiled:\n' + '\n'.join(bad)
 
     def readme_in_sync(self):
         "README.md must equal the rendering of nbs/index.ipynb."
