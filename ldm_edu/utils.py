@@ -7,14 +7,15 @@ from __future__ import annotations
 import json, math, os, random, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 # %% auto #0
 __all__ = ['quick_mode', 'by_mode', 'set_seed', 'get_device', 'num_params', 'Timer', 'atomic_write_json', 'load_json',
-           'atomic_save_safetensors', 'load_safetensors', 'image_grid', 'show_images', 'save_image_grid']
+           'atomic_save_safetensors', 'load_safetensors', 'image_grid', 'show_images', 'save_image_grid',
+           'save_captioned_grid', 'patch_to']
 
 # %% ../nbs/00_utils.ipynb #08170f45
 def quick_mode() -> bool:
@@ -129,3 +130,54 @@ def save_image_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None =
     g = (image_grid(x, nrow=nrow, value_range=value_range) * 255).round().to(torch.uint8)
     arr = g[0].numpy() if g.shape[0] == 1 else g.permute(1, 2, 0).numpy()
     return _atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format='PNG'))
+
+# %% ../nbs/00_utils.ipynb #d230d09b
+def save_captioned_grid(images: torch.Tensor, captions: Sequence[str] | None, path: str | os.PathLike, nrow: int,
+                        min_px: int = 128, font_px: int = 11) -> Path:
+    """Write images `(B, C, H, W)` in [-1, 1] as a legible PNG grid of `nrow` columns: each image upscaled by an
+    integer factor with nearest-neighbour (no blur) to at least `min_px` pixels, its caption (wrapped) under it.
+    `captions=None` leaves out the caption strips."""
+    from PIL import Image, ImageDraw, ImageFont
+    import textwrap
+    if images.ndim != 4:
+        raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
+    if captions is not None and len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    B, C, H, W = images.shape
+    k = max(1, math.ceil(min_px / min(H, W)))
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = x.repeat_interleave(k, 2).repeat_interleave(k, 3)
+    font = ImageFont.load_default(size=font_px)
+    chars = max(8, int(W * k / (0.55 * font_px)))
+    lines = [textwrap.wrap(c, chars) or [''] for c in captions] if captions is not None else [[] for _ in range(B)]
+    strip = (max(len(l) for l in lines) + 1) * (font_px + 2) if captions is not None else 0
+    ncol = min(nrow, B)
+    rows = math.ceil(B / ncol)
+    pad = 4
+    grid = Image.new('RGB', (ncol * (W * k + pad) + pad, rows * (H * k + strip + pad) + pad), 'white')
+    draw = ImageDraw.Draw(grid)
+    for i in range(B):
+        r, c = divmod(i, ncol)
+        arr = x[i].permute(1, 2, 0).numpy()
+        tile = Image.fromarray(arr[..., 0] if C == 1 else arr)
+        left = pad + c * (W * k + pad)
+        top = pad + r * (H * k + strip + pad)
+        grid.paste(tile.convert('RGB'), (left, top))
+        for j, line in enumerate(lines[i]):
+            draw.text((left, top + H * k + 2 + j * (font_px + 2)), line, fill='black', font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+# %% ../nbs/00_utils.ipynb #c2c35c4f
+def patch_to(cls: type) -> Callable[[Callable], Callable]:
+    "Decorator: attach the decorated function to `cls` as a method of the same name (build a class up cell by cell)."
+    if not isinstance(cls, type):
+        raise ValueError(f"patch_to needs a class, got {cls!r}")
+    def add(f: Callable) -> Callable:
+        setattr(cls, f.__name__, f)
+        return f
+    return add
+
