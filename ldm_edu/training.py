@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .utils import atomic_save_safetensors, atomic_write_json, get_device, load_json, load_safetensors, save_image_grid, set_seed
+from .utils import atomic_save_safetensors, atomic_write_json, get_device, load_json, load_safetensors
+from .utils import save_captioned_grid, save_image_grid, set_seed
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'take', 'StepBatches', 'warmup_lr', 'ema_decay_at', 'get_rng_state', 'set_rng_state',
@@ -220,11 +221,14 @@ class Callback:
     def on_fit_end(self, trainer: 'Trainer') -> None: pass
 
 class SampleGrid(Callback):
-    "Every `every` steps (and at the end), draw `sample_fn(ema_model) -> (B, C, H, W)` images, keep them in `.grids` and save a PNG grid to `out_dir`."
+    """Every `every` steps (and at the end), draw `sample_fn(ema_model) -> (B, C, H, W)` images, keep them in `.grids`
+    and save a legible PNG grid to `out_dir` (`save_captioned_grid`: nearest-upscaled to >= 128 px, with `captions`,
+    one per image, under the images when given)."""
     def __init__(self, sample_fn: Callable[[nn.Module], torch.Tensor], every: int, out_dir: str | Path | None = None,
-                 nrow: int | None = None, at_end: bool = True):
+                 nrow: int | None = None, at_end: bool = True, captions: Sequence[str] | None = None):
         if every < 1: raise ValueError(f"every must be >= 1, got {every}")
         self.sample_fn, self.every, self.out_dir, self.nrow, self.at_end = sample_fn, every, out_dir, nrow, at_end
+        self.captions = None if captions is None else list(captions)
         self.grids: list[tuple[int, torch.Tensor]] = []
 
     def run(self, trainer: 'Trainer') -> torch.Tensor:
@@ -235,7 +239,10 @@ class SampleGrid(Callback):
         model.train(was)
         if self.grids and self.grids[-1][0] == trainer.step: self.grids[-1] = (trainer.step, imgs)
         else: self.grids.append((trainer.step, imgs))
-        if self.out_dir is not None: save_image_grid(imgs, Path(self.out_dir) / f'samples_{trainer.step:08d}.png', nrow=self.nrow)
+        if self.out_dir is not None:
+            path = Path(self.out_dir) / f'samples_{trainer.step:08d}.png'
+            nrow = self.nrow or math.ceil(math.sqrt(len(imgs)))
+            save_captioned_grid(imgs, self.captions, path, nrow=nrow)
         return imgs
 
     def on_step_end(self, trainer):                     # only process 0 samples (see data parallelism below)
