@@ -85,11 +85,12 @@ def _small_vgg(widths: Sequence[int] = (32, 64, 128), seed: int = 0) -> tuple[nn
 class PerceptualLoss(nn.Module):
     """LPIPS-form perceptual distance between images `x`, `y` `(B, 3, H, W)` in [-1, 1] -> `(B,)`.
 
-    d(x, y) = sum_l mean_{h,w} sum_c w_{l,c} (f_l(x) / |f_l(x)| - f_l(y) / |f_l(y)|)^2 with unit-normalised channel vectors
-    of a frozen network and non-negative 1x1 heads w_l. The backbone is torchvision's ImageNet VGG16 when its weights are
-    found (`vgg_path` or the torch.hub cache; never downloaded); otherwise a *randomly initialised* small VGG-style net,
-    with a warning: that fallback is NOT LPIPS. Heads start uniform (w = 1, the paper's 'baseline' variant) unless
-    `lin_path` gives LPIPS' learned heads (the `vgg.pth` of the lpips package, keys `lin{l}.model.1.weight`)."""
+    d(x, y) = sum_l mean_{h,w} sum_c w_{l,c} (f_l(x) / |f_l(x)| - f_l(y) / |f_l(y)|)^2 with unit-normalised
+    channel vectors of a frozen network and non-negative 1x1 heads w_l. The backbone is torchvision's ImageNet
+    VGG16 when its weights are found (`vgg_path` or the torch.hub cache; never downloaded); otherwise a
+    *randomly initialised* small VGG-style net, with a warning: that fallback is NOT LPIPS. Heads start
+    uniform (w = 1, the paper's 'baseline' variant) unless `lin_path` gives LPIPS' learned heads (the
+    `vgg.pth` of the lpips package, keys `lin{l}.model.1.weight`)."""
     def __init__(self, vgg_path: str | os.PathLike | None = None, lin_path: str | os.PathLike | None = None,
                  allow_fallback: bool = True, fallback_seed: int = 0):
         super().__init__()
@@ -97,13 +98,17 @@ class PerceptualLoss(nn.Module):
         if weights is not None:
             self.net = _vgg16_features()
             sd = torch.load(weights, map_location='cpu', weights_only=True)
-            feats = {k[len('features.'):]: v for k, v in sd.items() if k.startswith('features.') and int(k.split('.')[1]) <= VGG16_LPIPS_LAYERS[-1]}
+            feats = {k[len('features.'):]: v for k, v in sd.items()
+                     if k.startswith('features.') and int(k.split('.')[1]) <= VGG16_LPIPS_LAYERS[-1]}
             self.net.load_state_dict(feats)
             self.taps, channels, self.backbone = VGG16_LPIPS_LAYERS, VGG16_CHANNELS, 'vgg16-imagenet'
         else:
-            if not allow_fallback: raise ValueError(f"VGG16 weights not found (looked for {VGG16_FILENAME} in the torch.hub cache); pass vgg_path or allow_fallback=True")
-            warnings.warn("PerceptualLoss: torchvision VGG16 weights not found in the torch.hub cache (nothing is downloaded). "
-                          "Falling back to a RANDOMLY INITIALISED frozen VGG-style network: this is NOT LPIPS; pass vgg_path= to use the real one.",
+            if not allow_fallback:
+                raise ValueError(f"VGG16 weights not found (looked for {VGG16_FILENAME} in the torch.hub "
+                                 "cache); pass vgg_path or allow_fallback=True")
+            warnings.warn("PerceptualLoss: torchvision VGG16 weights not found in the torch.hub cache "
+                          "(nothing is downloaded). Falling back to a RANDOMLY INITIALISED frozen VGG-style "
+                          "network: this is NOT LPIPS; pass vgg_path= to use the real one.",
                           stacklevel=2)
             self.net, self.taps, channels = _small_vgg(seed=fallback_seed)
             self.backbone = 'random-vgg-style (not LPIPS)'
@@ -116,7 +121,8 @@ class PerceptualLoss(nn.Module):
             sd = torch.load(lin_path, map_location='cpu', weights_only=True)
             for l, h in enumerate(self.heads):
                 w = sd.get(f'lin{l}.model.1.weight')
-                if w is None or w.numel() != h.numel(): raise ValueError(f"{lin_path} has no LPIPS head lin{l} with {h.numel()} channels")
+                if w is None or w.numel() != h.numel():
+                    raise ValueError(f"{lin_path} has no LPIPS head lin{l} with {h.numel()} channels")
                 h.data.copy_(w.flatten())
         self.heads.requires_grad_(False)
 
@@ -124,25 +130,34 @@ class PerceptualLoss(nn.Module):
     def is_lpips(self) -> bool: return self.backbone == 'vgg16-imagenet'
 
     def train(self, mode: bool = True):
-        super().train(mode); self.net.eval(); return self          # the backbone stays in eval mode
+        super().train(mode)
+        self.net.eval()          # the backbone stays in eval mode
+        return self
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        "Unit-normalised feature maps `(B, C_l, H_l, W_l)` at each tap."
-        h, out, taps = (x - self.shift) / self.scale, [], set(self.taps)
-        for i, layer in enumerate(self.net):
-            h = layer(h)
-            if i in taps: out.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
-            if i == self.taps[-1]: break
-        return out
+# %% ../nbs/06_autoencoder_training.ipynb #516ddc3c
+from .utils import patch_to
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3: raise ValueError(f"PerceptualLoss expects two (B, 3, H, W) images of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-        fx = self.features(torch.cat([x, y]))
-        d = 0
-        for f, w in zip(fx, self.heads):
-            a, b = f.chunk(2)
-            d = d + torch.einsum('bchw,c->bhw', (a - b).pow(2), w.clamp_min(0)).mean((1, 2))
-        return d
+@patch_to(PerceptualLoss)
+def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    "Unit-normalised feature maps `(B, C_l, H_l, W_l)` at each tap."
+    h, out, taps = (x - self.shift) / self.scale, [], set(self.taps)
+    for i, layer in enumerate(self.net):
+        h = layer(h)
+        if i in taps: out.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+        if i == self.taps[-1]: break
+    return out
+
+@patch_to(PerceptualLoss)
+def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"PerceptualLoss expects two (B, 3, H, W) images of the same shape, "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
+    fx = self.features(torch.cat([x, y]))
+    d = 0
+    for f, w in zip(fx, self.heads):
+        a, b = f.chunk(2)
+        d = d + torch.einsum('bchw,c->bhw', (a - b).pow(2), w.clamp_min(0)).mean((1, 2))
+    return d
 
 # %% ../nbs/06_autoencoder_training.ipynb #08a13757
 class PatchDiscriminator(nn.Module):
