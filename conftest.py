@@ -204,7 +204,9 @@ class RepoCheck(pytest.Item):
             assert r['images'] == html_counts['images'] and not r['images_broken'], (page, 'images did not load', r)
             assert r['nav_links'] == len(man['pages']) + 1, (page, 'sidebar does not link every page', r)
             assert tuple(r['screenshot_size']) == (1280, 1600) and r['screenshot_std'] > 10, (page, 'blank screenshot', r)
+            assert all(g >= 8 for g in r['code_gaps']), (page, 'a code block touches the paragraph after it', r['code_gaps'])
         assert seen['01_forward_process.html']['mfrac'] > 0 and seen['01_forward_process.html']['images'] > 0
+        assert seen['index.html']['code_gaps'], 'the home page has no code block in prose to measure'
         _SITE.update(pages=len(man['pages']), formulas=man['formulas'], render_s=t_render, browser_s=time.perf_counter() - t0,
                      dir=str(work), chromium=chromium)
 

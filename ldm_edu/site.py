@@ -163,6 +163,8 @@ body.ldm-site { margin: 0; padding: 0; }
 .ldm-pager a { color: #0645ad; text-decoration: none; }
 math[display="block"] { margin: 0.6em 0; padding: 2px 0; overflow-x: auto; overflow-y: hidden; }
 .math-fallback { color: #a00; }
+/* a code block in prose is set apart from the paragraph after it (JupyterLab's styles give both zero margins) */
+.jp-RenderedMarkdown div.highlight, .jp-RenderedMarkdown pre { margin: 0.5em 0 1em; padding: 6px 10px; border-radius: 4px; }
 @media (max-width: 800px) { .ldm-sidebar { position: static; width: auto; } .ldm-main { margin-left: 0; } }
 """
 
@@ -320,6 +322,10 @@ window.addEventListener('load', function () {
            mfrac: fr.length, mfrac_stacked: stacked, images: imgs.length,
            images_broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).map(function (i) { return i.src.slice(0, 80); }),
            nav_links: document.querySelectorAll('nav.ldm-sidebar a').length, title: document.title};
+  // code blocks in prose and the gap (px) to whatever follows them: 0 means the next paragraph touches the block
+  r.code_gaps = Array.from(document.querySelectorAll('.jp-RenderedMarkdown div.highlight')).filter(function (b) {
+      return b.nextElementSibling; }).map(function (b) {
+      return Math.round(b.nextElementSibling.getBoundingClientRect().top - b.getBoundingClientRect().bottom); });
   var pre = document.createElement('pre'); pre.id = 'ldm-probe'; pre.hidden = true; pre.textContent = JSON.stringify(r);
   document.body.appendChild(pre);
 });
@@ -332,7 +338,8 @@ def browser_check(page: str | Path, screenshot: str | Path, chromium: str | None
                   timeout: float = 120) -> dict[str, Any]:
     """Open a rendered page in headless Chromium, save a `width` x `height` screenshot to `screenshot` and return what the
     page measured after loading (see `_PROBE`): `math` elements and how many have no size, fractions laid out as
-    fractions (`mfrac_stacked` of `mfrac`), `images` and `images_broken`, sidebar links; plus `screenshot_std`, the
+    fractions (`mfrac_stacked` of `mfrac`), `images` and `images_broken`, sidebar links, `code_gaps` (px between each
+    code block in prose and what follows it); plus `screenshot_std`, the
     grey-level standard deviation of the screenshot (a blank page gives 0). The probe runs on a copy of the page in the
     same folder (so relative links and images resolve the same way), which is deleted afterwards."""
     chromium = chromium or find_chromium()
