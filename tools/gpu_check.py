@@ -14,10 +14,9 @@ It runs each step in its own process (a failure is recorded and the next step st
 `--budget-s` keeps the whole run inside a lease: no step starts after the budget, and each gets at most what is left.
 The JSON (device, torch, each step's command, exit status, seconds and results) is rewritten after every step.
 
-On a bare machine with torch, first carry wheels made on a machine with internet, e.g. for Python 3.12:
-`pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl diffusers importlib_metadata mlxtend
-lazy-importer fastcore`, install them with `pip install --no-index --no-deps --target /tmp/site .whl/*.whl` and put
-/tmp/site and the repository on PYTHONPATH; or `--wheels .whl` installs `.[dev]` from the folder first.
+On a bare machine with torch, first carry the missing packages as wheels: `bash tools/gpu_wheels.sh .whl` (on a
+machine with internet) downloads them for Python 3.12; there, `pip install --no-index --no-deps --target /tmp/site
+.whl/*.whl` and put /tmp/site and the repository on PYTHONPATH. Or `--wheels .whl` installs `.[dev]` from the folder.
 """
 from __future__ import annotations
 import argparse, json, os, platform, subprocess, sys, time
