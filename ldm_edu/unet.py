@@ -72,7 +72,8 @@ class Upsample(nn.Module):
 
 # %% ../nbs/08_unet.ipynb #61554e0c
 class Level(nn.Module):
-    "One resolution of the U-Net: `res[j]` each followed by `attn[j]` (if the level has attention), then an optional resampler."
+    """One resolution of the U-Net: `res[j]` each followed by `attn[j]` (if the level has attention), then an
+    optional resampler."""
     def __init__(self, res: list[nn.Module], attn: list[nn.Module], resample: nn.Module | None):
         super().__init__()
         self.res, self.attn, self.resample = nn.ModuleList(res), nn.ModuleList(attn), resample
@@ -89,89 +90,86 @@ def _tuple(v: Any, n: int, name: str) -> tuple:
     if len(v) != n: raise ValueError(f"{name} must be an int or have one entry per level ({n}), got {v}")
     return v
 
+# %% ../nbs/08_unet.ipynb #3f150a14
+def _check_unet_args(model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
+                     attention_levels: Sequence[int], num_heads: int, head_dim: int | None,
+                     transformer_depth: int | Sequence[int], norm_groups: int, num_classes: int | None,
+                     y_dim: int | None) -> tuple[tuple[int, ...], tuple[int, ...], tuple]:
+    """Check the UNet arguments (ValueError on any inconsistency); returns channel_mult, attention_levels and
+    the transformer depth per level."""
+    if num_classes is not None and y_dim is not None:
+        raise ValueError("give num_classes (labels) or y_dim (a vector), not both")
+    if y_dim is not None and (not isinstance(y_dim, int) or y_dim < 1):
+        raise ValueError(f"y_dim must be a positive int or None, got {y_dim!r}")
+    channel_mult = tuple(int(m) for m in channel_mult)
+    attention_levels = tuple(sorted(int(a) for a in attention_levels))
+    n_levels = len(channel_mult)
+    depth = _tuple(transformer_depth, n_levels, 'transformer_depth')
+    if n_levels < 1 or num_res_blocks < 1:
+        raise ValueError("need at least one level and one res block per level")
+    if any(not 0 <= a < n_levels for a in attention_levels):
+        raise ValueError(f"attention_levels must lie in 0..{n_levels - 1}, got {attention_levels}")
+    chans = [model_channels * m for m in channel_mult]
+    for ch in chans:
+        if ch % norm_groups:
+            raise ValueError(f"norm_groups={norm_groups} must divide every level's channels {chans}")
+    for lvl in (*attention_levels, n_levels - 1):  # the middle block attends at the last level's width
+        if head_dim is not None and chans[lvl] % head_dim:
+            raise ValueError(f"head_dim={head_dim} must divide the channels {chans[lvl]} "
+                             f"of attention level {lvl}")
+        if head_dim is None and chans[lvl] % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide the channels {chans[lvl]} "
+                             f"of attention level {lvl}")
+    return channel_mult, attention_levels, depth
+
+# %% ../nbs/08_unet.ipynb #d2431f80
 class UNet(nn.Module):
-    """The latent-diffusion U-Net (Stable Diffusion v1 layout): ResBlocks with time injection, SpatialTransformers
-    (self-attention, cross-attention to `context`, GEGLU) at `attention_levels`, skip connections.
+    """The latent-diffusion U-Net (Stable Diffusion v1 layout): ResBlocks with time injection,
+    SpatialTransformers (self-attention, cross-attention to `context`, GEGLU) at `attention_levels`, skip
+    connections.
 
-    Heads: `num_heads` per attention layer, or, when `head_dim` is given, `channels // head_dim` heads of width `head_dim`.
-    `context_dim=None` gives an unconditional model (the second attention of each block then attends to the image, as in
-    CompVis). `num_classes` adds a class embedding to the time embedding; `y_dim` instead adds an MLP of a vector `y`
-    (SDXL's `adm_in_channels`, diffusers' `class_embed_type='projection'`), e.g. a pooled text embedding. `transformer_depth` is an int or one per level
-    (the middle block uses the last). `linear_proj=False` keeps SD v1's 1x1-conv proj_in/proj_out. `pos_embed=True` adds the
-    fixed 2-D sin-cos position embedding in every SpatialTransformer (notebook 07; no parameters, but not SD's function).
+    Heads: `num_heads` per attention layer, or, when `head_dim` is given, `channels // head_dim` heads of
+    width `head_dim`. `context_dim=None` gives an unconditional model (the second attention of each block then
+    attends to the image, as in CompVis). `num_classes` adds a class embedding to the time embedding; `y_dim`
+    instead adds an MLP of a vector `y` (SDXL's `adm_in_channels`, diffusers'
+    `class_embed_type='projection'`), e.g. a pooled text embedding. `transformer_depth` is an int or one per
+    level (the middle block uses the last). `linear_proj=False` keeps SD v1's 1x1-conv proj_in/proj_out.
+    `pos_embed=True` adds the fixed 2-D sin-cos position embedding in every SpatialTransformer (notebook 07;
+    no parameters, but not SD's function).
 
-    forward: x (B, in_channels, H, W), t (B,) or scalar, context (B, L, context_dim), y (B,) long or (B, y_dim) float,
-    context_mask (B, L) bool
+    forward: x (B, in_channels, H, W), t (B,) or scalar, context (B, L, context_dim), y (B,) long or
+    (B, y_dim) float, context_mask (B, L) bool
     -> (B, out_channels, H, W). H and W must be divisible by 2^(levels - 1)."""
     def __init__(self, in_channels: int = 4, out_channels: int | None = None, model_channels: int = 320,
-                 channel_mult: Sequence[int] = (1, 2, 4, 4), num_res_blocks: int = 2, attention_levels: Sequence[int] = (0, 1, 2),
-                 num_heads: int = 8, head_dim: int | None = None, transformer_depth: int | Sequence[int] = 1,
-                 context_dim: int | None = None, num_classes: int | None = None, norm_groups: int = 32, dropout: float = 0.0,
-                 use_checkpoint: bool = False, linear_proj: bool = False, y_dim: int | None = None, pos_embed: bool = False):
+                 channel_mult: Sequence[int] = (1, 2, 4, 4), num_res_blocks: int = 2,
+                 attention_levels: Sequence[int] = (0, 1, 2), num_heads: int = 8, head_dim: int | None = None,
+                 transformer_depth: int | Sequence[int] = 1, context_dim: int | None = None,
+                 num_classes: int | None = None, norm_groups: int = 32, dropout: float = 0.0,
+                 use_checkpoint: bool = False, linear_proj: bool = False, y_dim: int | None = None,
+                 pos_embed: bool = False):
         super().__init__()
-        if num_classes is not None and y_dim is not None: raise ValueError("give num_classes (labels) or y_dim (a vector), not both")
-        if y_dim is not None and (not isinstance(y_dim, int) or y_dim < 1): raise ValueError(f"y_dim must be a positive int or None, got {y_dim!r}")
+        channel_mult, attention_levels, depth = _check_unet_args(
+            model_channels, channel_mult, num_res_blocks, attention_levels, num_heads, head_dim,
+            transformer_depth, norm_groups, num_classes, y_dim)
         out_channels = in_channels if out_channels is None else out_channels
-        channel_mult, attention_levels = tuple(int(m) for m in channel_mult), tuple(sorted(int(a) for a in attention_levels))
-        n_levels = len(channel_mult)
-        depth = _tuple(transformer_depth, n_levels, 'transformer_depth')
-        if n_levels < 1 or num_res_blocks < 1: raise ValueError("need at least one level and one res block per level")
-        if any(not 0 <= a < n_levels for a in attention_levels):
-            raise ValueError(f"attention_levels must lie in 0..{n_levels - 1}, got {attention_levels}")
-        chans = [model_channels * m for m in channel_mult]
-        for ch in chans:
-            if ch % norm_groups: raise ValueError(f"norm_groups={norm_groups} must divide every level's channels {chans}")
-        for lvl in (*attention_levels, n_levels - 1):  # the middle block attends at the last level's width
-            if head_dim is not None and chans[lvl] % head_dim:
-                raise ValueError(f"head_dim={head_dim} must divide the channels {chans[lvl]} of attention level {lvl}")
-            if head_dim is None and chans[lvl] % num_heads:
-                raise ValueError(f"num_heads={num_heads} must divide the channels {chans[lvl]} of attention level {lvl}")
         self._config = dict(in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
-                            channel_mult=list(channel_mult), num_res_blocks=num_res_blocks, attention_levels=list(attention_levels),
-                            num_heads=num_heads, head_dim=head_dim,
-                            transformer_depth=transformer_depth if isinstance(transformer_depth, int) else list(depth),
-                            context_dim=context_dim, num_classes=num_classes, norm_groups=norm_groups, dropout=dropout,
-                            use_checkpoint=use_checkpoint, linear_proj=linear_proj, y_dim=y_dim, pos_embed=pos_embed)
-        self.in_channels, self.out_channels, self.context_dim, self.num_classes = in_channels, out_channels, context_dim, num_classes
-        self.y_dim = y_dim
-        self.n_levels, self.use_checkpoint, self.model_channels = n_levels, use_checkpoint, model_channels
-        time_dim = 4 * model_channels
-
-        def attn(ch: int, lvl: int) -> SpatialTransformer:
-            heads = ch // head_dim if head_dim is not None else num_heads
-            return SpatialTransformer(ch, heads=heads, depth=depth[lvl], context_dim=context_dim, norm_groups=norm_groups,
-                                      dropout=dropout, linear_proj=linear_proj, pos_embed=pos_embed)
-        res = lambda i, o: ResBlock(i, o, time_dim, norm_groups, dropout)
-
-        self.time_mlp = TimeMLP(model_channels, time_dim)
-        self.class_embed = nn.Embedding(num_classes, time_dim) if num_classes is not None else None
-        self.y_embed = TimeMLP(y_dim, time_dim) if y_dim is not None else None
-        self.conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
-        skips, ch = [model_channels], model_channels
-        self.down = nn.ModuleList()
-        for lvl, out in enumerate(chans):
-            rs, ats = [], []
-            for _ in range(num_res_blocks):
-                rs.append(res(ch, out)); ch = out; skips.append(ch)
-                if lvl in attention_levels: ats.append(attn(ch, lvl))
-            last = lvl == n_levels - 1
-            self.down.append(Level(rs, ats, None if last else Downsample(ch)))
-            if not last: skips.append(ch)
-        self.mid = MidBlock(res(ch, ch), attn(ch, n_levels - 1), res(ch, ch))
-        self.up = nn.ModuleList()
-        for lvl in reversed(range(n_levels)):
-            out, rs, ats = chans[lvl], [], []
-            for _ in range(num_res_blocks + 1):
-                rs.append(res(ch + skips.pop(), out)); ch = out
-                if lvl in attention_levels: ats.append(attn(ch, lvl))
-            self.up.append(Level(rs, ats, Upsample(ch) if lvl > 0 else None))
-        self.norm_out = GroupNorm(norm_groups, ch, eps=1e-5)
-        self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight); nn.init.zeros_(self.conv_out.bias)
+                            channel_mult=list(channel_mult), num_res_blocks=num_res_blocks,
+                            attention_levels=list(attention_levels), num_heads=num_heads, head_dim=head_dim,
+                            transformer_depth=(transformer_depth
+                                               if isinstance(transformer_depth, int) else list(depth)),
+                            context_dim=context_dim, num_classes=num_classes, norm_groups=norm_groups,
+                            dropout=dropout, use_checkpoint=use_checkpoint, linear_proj=linear_proj,
+                            y_dim=y_dim, pos_embed=pos_embed)
+        self.in_channels, self.out_channels, self.context_dim = in_channels, out_channels, context_dim
+        self.num_classes, self.y_dim = num_classes, y_dim
+        self.n_levels, self.use_checkpoint = len(channel_mult), use_checkpoint
+        self.model_channels = model_channels
+        self._build_layers()
 
     @property
     def config(self) -> dict:
-        "The constructor arguments as a JSON-able dict; `UNet.from_config(unet.config)` rebuilds the architecture."
+        """The constructor arguments as a JSON-able dict; `UNet.from_config(unet.config)` rebuilds the
+        architecture."""
         return copy.deepcopy(self._config)
 
     @classmethod
@@ -180,125 +178,216 @@ class UNet(nn.Module):
         import inspect
         known = set(inspect.signature(cls.__init__).parameters) - {'self'}
         unknown = set(config) - known
-        if unknown: raise ValueError(f"unknown UNet config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        if unknown:
+            raise ValueError(f"unknown UNet config keys {sorted(unknown)}; "
+                             f"expected a subset of {sorted(known)}")
         return cls(**config)
 
-    def _check_inputs(self, x: Tensor, t: Tensor | float, context: Tensor | None, y: Tensor | None,
-                      context_mask: Tensor | None) -> Tensor:
-        if x.ndim != 4: raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
-        B, C, H, W = x.shape
-        if C != self.in_channels: raise ValueError(f"x must have {self.in_channels} channels (B, {self.in_channels}, H, W), got {C}")
-        f = 2 ** (self.n_levels - 1)
-        if H % f or W % f: raise ValueError(f"spatial size (H, W) = ({H}, {W}) must be divisible by 2^(levels-1) = {f}")
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0: t = t.expand(B)
-        if tuple(t.shape) != (B,): raise ValueError(f"t must be a scalar or have shape (B,) = ({B},), got {tuple(t.shape)}")
-        if self.context_dim is None:
-            if context is not None: raise ValueError("this UNet is unconditional (context_dim=None) but a context was passed")
-            if context_mask is not None: raise ValueError("context_mask was passed to an unconditional UNet (context_dim=None)")
-        else:
-            if context is None: raise ValueError(f"this UNet needs a context of shape (B, L, {self.context_dim})")
-            if context.ndim != 3 or context.shape[0] != B or context.shape[2] != self.context_dim:
-                raise ValueError(f"context must have shape (B, L, context_dim) = ({B}, L, {self.context_dim}), got {tuple(context.shape)}")
-        if self.y_dim is not None:
-            if y is None or tuple(y.shape) != (B, self.y_dim) or not y.is_floating_point():
-                raise ValueError(f"this UNet takes a vector y (y_dim={self.y_dim}): pass float y of shape ({B}, {self.y_dim}), got {None if y is None else tuple(y.shape)}")
-        elif self.num_classes is None:
-            if y is not None: raise ValueError("y (class labels) was passed but the UNet has no class embedding (num_classes=None)")
-        else:
-            if y is None: raise ValueError(f"this UNet is class-conditional (num_classes={self.num_classes}): pass y of shape (B,)")
-            if tuple(y.shape) != (B,): raise ValueError(f"y must have shape (B,) = ({B},), got {tuple(y.shape)}")
-        return t
+# %% ../nbs/08_unet.ipynb #0ab345ba
+from .utils import patch_to
 
-    def _call(self, module: nn.Module, *args) -> Tensor:
-        if self.use_checkpoint and self.training and torch.is_grad_enabled():
-            return checkpoint(module, *args, use_reentrant=False)
-        return module(*args)
+@patch_to(UNet)
+def _build_layers(self) -> None:
+    "Create every layer from `self._config`: embeddings, conv_in, down path, middle, up path, output head."
+    c = self._config
+    model_channels, num_res_blocks, n_levels = c['model_channels'], c['num_res_blocks'], self.n_levels
+    attention_levels, head_dim, num_heads = c['attention_levels'], c['head_dim'], c['num_heads']
+    norm_groups, dropout = c['norm_groups'], c['dropout']
+    depth = _tuple(c['transformer_depth'], n_levels, 'transformer_depth')
+    chans = [model_channels * m for m in c['channel_mult']]
+    time_dim = 4 * model_channels
 
-    def embed_time(self, t: Tensor, y: Tensor | None = None) -> Tensor:
-        "The time (+ class or vector-y) embedding (B, 4 * model_channels)."
-        emb = self.time_mlp(timestep_embedding(t, self.model_channels).to(self.time_mlp.fc1.weight.dtype))
-        if self.class_embed is not None: emb = emb + self.class_embed(y)
-        if self.y_embed is not None: emb = emb + self.y_embed(y.to(emb.dtype))
-        return emb
+    def attn(ch: int, lvl: int) -> SpatialTransformer:
+        heads = ch // head_dim if head_dim is not None else num_heads
+        return SpatialTransformer(ch, heads=heads, depth=depth[lvl], context_dim=c['context_dim'],
+                                  norm_groups=norm_groups, dropout=dropout, linear_proj=c['linear_proj'],
+                                  pos_embed=c['pos_embed'])
+    res = lambda i, o: ResBlock(i, o, time_dim, norm_groups, dropout)
 
-    def forward(self, x: Tensor, t: Tensor | float, context: Tensor | None = None, y: Tensor | None = None,
-                context_mask: Tensor | None = None) -> Tensor:
-        t = self._check_inputs(x, t, context, y, context_mask)
-        emb_act = F.silu(self.embed_time(t, y))   # every ResBlock applies silu(emb) first: compute it once
-        h = self.conv_in(x)
-        skips = [h]
-        for level in self.down:
-            for j, res in enumerate(level.res):
-                h = self._call(res, h, emb_act)
-                if len(level.attn): h = self._call(level.attn[j], h, context, context_mask)
-                skips.append(h)
-            if level.resample is not None:
-                h = level.resample(h); skips.append(h)
-        h = self._call(self.mid.res1, h, emb_act)
-        h = self._call(self.mid.attn, h, context, context_mask)
-        h = self._call(self.mid.res2, h, emb_act)
-        for level in self.up:
-            for j, res in enumerate(level.res):
-                h = self._call(res, torch.cat([h, skips.pop()], dim=1), emb_act)
-                if len(level.attn): h = self._call(level.attn[j], h, context, context_mask)
-            if level.resample is not None: h = level.resample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+    self.time_mlp = TimeMLP(model_channels, time_dim)
+    self.class_embed = nn.Embedding(c['num_classes'], time_dim) if c['num_classes'] is not None else None
+    self.y_embed = TimeMLP(c['y_dim'], time_dim) if c['y_dim'] is not None else None
+    self.conv_in = nn.Conv2d(c['in_channels'], model_channels, 3, padding=1)
+    skips, ch = [model_channels], model_channels
+    self.down = nn.ModuleList()
+    for lvl, out in enumerate(chans):
+        rs, ats = [], []
+        for _ in range(num_res_blocks):
+            rs.append(res(ch, out))
+            ch = out
+            skips.append(ch)
+            if lvl in attention_levels: ats.append(attn(ch, lvl))
+        last = lvl == n_levels - 1
+        self.down.append(Level(rs, ats, None if last else Downsample(ch)))
+        if not last: skips.append(ch)
+    self.mid = MidBlock(res(ch, ch), attn(ch, n_levels - 1), res(ch, ch))
+    self.up = nn.ModuleList()
+    for lvl in reversed(range(n_levels)):
+        out, rs, ats = chans[lvl], [], []
+        for _ in range(num_res_blocks + 1):
+            rs.append(res(ch + skips.pop(), out))
+            ch = out
+            if lvl in attention_levels: ats.append(attn(ch, lvl))
+        self.up.append(Level(rs, ats, Upsample(ch) if lvl > 0 else None))
+    self.norm_out = GroupNorm(norm_groups, ch, eps=1e-5)
+    self.conv_out = nn.Conv2d(ch, c['out_channels'], 3, padding=1)
+    nn.init.zeros_(self.conv_out.weight)
+    nn.init.zeros_(self.conv_out.bias)
+
+# %% ../nbs/08_unet.ipynb #5407067b
+@patch_to(UNet)
+def _check_inputs(self, x: Tensor, t: Tensor | float, context: Tensor | None, y: Tensor | None,
+                  context_mask: Tensor | None) -> Tensor:
+    if x.ndim != 4: raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
+    B, C, H, W = x.shape
+    if C != self.in_channels:
+        raise ValueError(f"x must have {self.in_channels} channels (B, {self.in_channels}, H, W), got {C}")
+    f = 2 ** (self.n_levels - 1)
+    if H % f or W % f:
+        raise ValueError(f"spatial size (H, W) = ({H}, {W}) must be divisible by 2^(levels-1) = {f}")
+    t = torch.as_tensor(t, device=x.device)
+    if t.ndim == 0: t = t.expand(B)
+    if tuple(t.shape) != (B,):
+        raise ValueError(f"t must be a scalar or have shape (B,) = ({B},), got {tuple(t.shape)}")
+    if self.context_dim is None:
+        if context is not None:
+            raise ValueError("this UNet is unconditional (context_dim=None) but a context was passed")
+        if context_mask is not None:
+            raise ValueError("context_mask was passed to an unconditional UNet (context_dim=None)")
+    else:
+        if context is None: raise ValueError(f"this UNet needs a context of shape (B, L, {self.context_dim})")
+        if context.ndim != 3 or context.shape[0] != B or context.shape[2] != self.context_dim:
+            raise ValueError(f"context must have shape (B, L, context_dim) = ({B}, L, {self.context_dim}), "
+                             f"got {tuple(context.shape)}")
+    if self.y_dim is not None:
+        if y is None or tuple(y.shape) != (B, self.y_dim) or not y.is_floating_point():
+            raise ValueError(f"this UNet takes a vector y (y_dim={self.y_dim}): pass float y of shape "
+                             f"({B}, {self.y_dim}), got {None if y is None else tuple(y.shape)}")
+    elif self.num_classes is None:
+        if y is not None:
+            raise ValueError("y (class labels) was passed but the UNet has no class embedding "
+                             "(num_classes=None)")
+    else:
+        if y is None:
+            raise ValueError(f"this UNet is class-conditional (num_classes={self.num_classes}): "
+                             "pass y of shape (B,)")
+        if tuple(y.shape) != (B,): raise ValueError(f"y must have shape (B,) = ({B},), got {tuple(y.shape)}")
+    return t
+
+@patch_to(UNet)
+def _call(self, module: nn.Module, *args) -> Tensor:
+    if self.use_checkpoint and self.training and torch.is_grad_enabled():
+        return checkpoint(module, *args, use_reentrant=False)
+    return module(*args)
+
+# %% ../nbs/08_unet.ipynb #51ac3b7b
+@patch_to(UNet)
+def embed_time(self, t: Tensor, y: Tensor | None = None) -> Tensor:
+    "The time (+ class or vector-y) embedding (B, 4 * model_channels)."
+    emb = self.time_mlp(timestep_embedding(t, self.model_channels).to(self.time_mlp.fc1.weight.dtype))
+    if self.class_embed is not None: emb = emb + self.class_embed(y)
+    if self.y_embed is not None: emb = emb + self.y_embed(y.to(emb.dtype))
+    return emb
+
+@patch_to(UNet)
+def forward(self, x: Tensor, t: Tensor | float, context: Tensor | None = None, y: Tensor | None = None,
+            context_mask: Tensor | None = None) -> Tensor:
+    t = self._check_inputs(x, t, context, y, context_mask)
+    emb_act = F.silu(self.embed_time(t, y))   # every ResBlock applies silu(emb) first: compute it once
+    h = self.conv_in(x)
+    skips = [h]
+    for level in self.down:
+        for j, res in enumerate(level.res):
+            h = self._call(res, h, emb_act)
+            if len(level.attn): h = self._call(level.attn[j], h, context, context_mask)
+            skips.append(h)
+        if level.resample is not None:
+            h = level.resample(h)
+            skips.append(h)
+    h = self._call(self.mid.res1, h, emb_act)
+    h = self._call(self.mid.attn, h, context, context_mask)
+    h = self._call(self.mid.res2, h, emb_act)
+    for level in self.up:
+        for j, res in enumerate(level.res):
+            h = self._call(res, torch.cat([h, skips.pop()], dim=1), emb_act)
+            if len(level.attn): h = self._call(level.attn[j], h, context, context_mask)
+        if level.resample is not None: h = level.resample(h)
+    return self.conv_out(F.silu(self.norm_out(h)))
 
 # %% ../nbs/08_unet.ipynb #cbd3838f
-_RES_NAMES = {'diffusers': dict(norm1='norm1', conv1='conv1', time_proj='time_emb_proj', norm2='norm2', conv2='conv2', skip='conv_shortcut'),
-              'compvis': dict(norm1='in_layers.0', conv1='in_layers.2', time_proj='emb_layers.1', norm2='out_layers.0',
-                              conv2='out_layers.3', skip='skip_connection')}
-_TOP_NAMES = {'diffusers': dict(conv_in='conv_in', **{'time_mlp.fc1': 'time_embedding.linear_1', 'time_mlp.fc2': 'time_embedding.linear_2'},
+_RES_NAMES = {'diffusers': dict(norm1='norm1', conv1='conv1', time_proj='time_emb_proj', norm2='norm2',
+                                conv2='conv2', skip='conv_shortcut'),
+              'compvis': dict(norm1='in_layers.0', conv1='in_layers.2', time_proj='emb_layers.1',
+                              norm2='out_layers.0', conv2='out_layers.3', skip='skip_connection')}
+_TOP_NAMES = {'diffusers': dict(conv_in='conv_in',
+                                **{'time_mlp.fc1': 'time_embedding.linear_1',
+                                   'time_mlp.fc2': 'time_embedding.linear_2'},
                                 class_embed='class_embedding', norm_out='conv_norm_out', conv_out='conv_out',
-                                **{'y_embed.fc1': 'class_embedding.linear_1', 'y_embed.fc2': 'class_embedding.linear_2'}),
-              'compvis': dict(conv_in='input_blocks.0.0', **{'time_mlp.fc1': 'time_embed.0', 'time_mlp.fc2': 'time_embed.2'},
-                              class_embed='label_emb', norm_out='out.0', conv_out='out.2', **{'y_embed.fc1': 'label_emb.0.0', 'y_embed.fc2': 'label_emb.0.2'})}
+                                **{'y_embed.fc1': 'class_embedding.linear_1',
+                                   'y_embed.fc2': 'class_embedding.linear_2'}),
+              'compvis': dict(conv_in='input_blocks.0.0',
+                              **{'time_mlp.fc1': 'time_embed.0', 'time_mlp.fc2': 'time_embed.2'},
+                              class_embed='label_emb', norm_out='out.0', conv_out='out.2',
+                              **{'y_embed.fc1': 'label_emb.0.0', 'y_embed.fc2': 'label_emb.0.2'})}
 
 def _params(module: nn.Module) -> list[str]: return [n for n, _ in module.named_parameters()]
 
+# %% ../nbs/08_unet.ipynb #ef6465fd
 def unet_key_map(unet: UNet | dict, target: str = 'diffusers') -> dict[str, tuple[str, ...]]:
-    """Our UNet parameter names -> the reference names (`target` 'diffusers' for `UNet2DConditionModel`, 'compvis' for the
-    original `openaimodel.UNetModel` without the `model.diffusion_model.` prefix) whose tensors, concatenated along dim 0,
-    form ours. `unet` is a UNet or its config (then built on the meta device: free)."""
+    """Our UNet parameter names -> the reference names (`target` 'diffusers' for `UNet2DConditionModel`,
+    'compvis' for the original `openaimodel.UNetModel` without the `model.diffusion_model.` prefix) whose
+    tensors, concatenated along dim 0, form ours. `unet` is a UNet or its config (then built on the meta
+    device: free)."""
     if target not in _RES_NAMES: raise ValueError(f"target must be 'diffusers' or 'compvis', got {target!r}")
     if isinstance(unet, dict):
         with torch.device('meta'): unet = UNet.from_config(unet)
+    diffusers = target == 'diffusers'
     m: dict[str, tuple[str, ...]] = {}
     for ours, ref in _TOP_NAMES[target].items():
-        if (ours == 'class_embed' and unet.class_embed is None) or (ours.startswith('y_embed') and unet.y_embed is None): continue
+        if ours == 'class_embed' and unet.class_embed is None: continue
+        if ours.startswith('y_embed') and unet.y_embed is None: continue
         for p in _params(unet.get_submodule(ours)): m[f'{ours}.{p}'] = (f'{ref}.{p}',)
     def res(o: str, r: str, block: ResBlock):
         for name, ref_name in _RES_NAMES[target].items():
             if name == 'skip' and block.skip is None: continue
             for p in ('weight', 'bias'): m[f'{o}.{name}.{p}'] = (f'{r}.{ref_name}.{p}',)
     def attn(o: str, r: str, st: SpatialTransformer):
-        m.update(prefix_key_map(spatial_transformer_key_map(len(st.transformer_blocks), st.context_dim is not None), o, r))
+        st_map = spatial_transformer_key_map(len(st.transformer_blocks), st.context_dim is not None)
+        m.update(prefix_key_map(st_map, o, r))
     nres = len(unet.down[0].res)
     for i, level in enumerate(unet.down):
         for j, rb in enumerate(level.res):
             k = 1 + i * (nres + 1) + j
-            res(f'down.{i}.res.{j}', f'down_blocks.{i}.resnets.{j}' if target == 'diffusers' else f'input_blocks.{k}.0', rb)
+            r = f'down_blocks.{i}.resnets.{j}' if diffusers else f'input_blocks.{k}.0'
+            res(f'down.{i}.res.{j}', r, rb)
             if len(level.attn):
-                attn(f'down.{i}.attn.{j}', f'down_blocks.{i}.attentions.{j}' if target == 'diffusers' else f'input_blocks.{k}.1', level.attn[j])
+                r = f'down_blocks.{i}.attentions.{j}' if diffusers else f'input_blocks.{k}.1'
+                attn(f'down.{i}.attn.{j}', r, level.attn[j])
         if level.resample is not None:
-            r = f'down_blocks.{i}.downsamplers.0.conv' if target == 'diffusers' else f'input_blocks.{1 + i * (nres + 1) + nres}.0.op'
+            k = 1 + i * (nres + 1) + nres
+            r = f'down_blocks.{i}.downsamplers.0.conv' if diffusers else f'input_blocks.{k}.0.op'
             for p in ('weight', 'bias'): m[f'down.{i}.resample.conv.{p}'] = (f'{r}.{p}',)
-    mid = ('mid_block.resnets.0', 'mid_block.attentions.0', 'mid_block.resnets.1') if target == 'diffusers' else \
-          ('middle_block.0', 'middle_block.1', 'middle_block.2')
-    res('mid.res1', mid[0], unet.mid.res1); attn('mid.attn', mid[1], unet.mid.attn); res('mid.res2', mid[2], unet.mid.res2)
+    mid = (('mid_block.resnets.0', 'mid_block.attentions.0', 'mid_block.resnets.1') if diffusers
+           else ('middle_block.0', 'middle_block.1', 'middle_block.2'))
+    res('mid.res1', mid[0], unet.mid.res1)
+    attn('mid.attn', mid[1], unet.mid.attn)
+    res('mid.res2', mid[2], unet.mid.res2)
     for i, level in enumerate(unet.up):
         for j, rb in enumerate(level.res):
             k = i * (nres + 1) + j
-            res(f'up.{i}.res.{j}', f'up_blocks.{i}.resnets.{j}' if target == 'diffusers' else f'output_blocks.{k}.0', rb)
+            r = f'up_blocks.{i}.resnets.{j}' if diffusers else f'output_blocks.{k}.0'
+            res(f'up.{i}.res.{j}', r, rb)
             if len(level.attn):
-                attn(f'up.{i}.attn.{j}', f'up_blocks.{i}.attentions.{j}' if target == 'diffusers' else f'output_blocks.{k}.1', level.attn[j])
+                r = f'up_blocks.{i}.attentions.{j}' if diffusers else f'output_blocks.{k}.1'
+                attn(f'up.{i}.attn.{j}', r, level.attn[j])
         if level.resample is not None:
             k = i * (nres + 1) + nres
-            r = f'up_blocks.{i}.upsamplers.0.conv' if target == 'diffusers' else f'output_blocks.{k}.{2 if len(level.attn) else 1}.conv'
+            r = (f'up_blocks.{i}.upsamplers.0.conv' if diffusers
+                 else f'output_blocks.{k}.{2 if len(level.attn) else 1}.conv')
             for p in ('weight', 'bias'): m[f'up.{i}.resample.conv.{p}'] = (f'{r}.{p}',)
     return m
 
+# %% ../nbs/08_unet.ipynb #f84a5421
 COMPVIS_PREFIX = 'model.diffusion_model.'
 
 def unet_state_dict_to_diffusers(state_dict: dict[str, Tensor], config: dict) -> dict[str, Tensor]:
@@ -309,22 +398,29 @@ def unet_state_dict_from_diffusers(state_dict: dict[str, Tensor], config: dict) 
     "diffusers `UNet2DConditionModel` state dict -> ours (projections fused); `config` is our UNet config."
     return from_reference_state_dict(state_dict, unet_key_map(config, 'diffusers'))
 
-def unet_state_dict_to_compvis(state_dict: dict[str, Tensor], config: dict, prefix: str = COMPVIS_PREFIX) -> dict[str, Tensor]:
+def unet_state_dict_to_compvis(state_dict: dict[str, Tensor], config: dict,
+                               prefix: str = COMPVIS_PREFIX) -> dict[str, Tensor]:
     "Our UNet state dict -> CompVis names (`model.diffusion_model.input_blocks...` with the default prefix)."
-    return {prefix + k: v for k, v in to_reference_state_dict(state_dict, unet_key_map(config, 'compvis')).items()}
+    ref = to_reference_state_dict(state_dict, unet_key_map(config, 'compvis'))
+    return {prefix + k: v for k, v in ref.items()}
 
-def unet_state_dict_from_compvis(state_dict: dict[str, Tensor], config: dict, prefix: str = COMPVIS_PREFIX) -> dict[str, Tensor]:
-    "CompVis UNet state dict -> ours. Keys with `prefix` are taken (other keys of a full LDM checkpoint are ignored); keys without it are taken as they are."
-    if any(k.startswith(prefix) for k in state_dict): state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+def unet_state_dict_from_compvis(state_dict: dict[str, Tensor], config: dict,
+                                 prefix: str = COMPVIS_PREFIX) -> dict[str, Tensor]:
+    """CompVis UNet state dict -> ours. Keys with `prefix` are taken (other keys of a full LDM checkpoint are
+    ignored); keys without it are taken as they are."""
+    if any(k.startswith(prefix) for k in state_dict):
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     return from_reference_state_dict(state_dict, unet_key_map(config, 'compvis'))
 
 # %% ../nbs/08_unet.ipynb #8617f2e8
-_DIFFUSERS_FIXED = dict(flip_sin_to_cos=True, freq_shift=0, act_fn='silu', norm_eps=1e-5, downsample_padding=1,
-                        mid_block_scale_factor=1, center_input_sample=False, class_embed_type=None, addition_embed_type=None,
-                        time_embedding_type='positional', resnet_time_scale_shift='default', dual_cross_attention=False,
-                        only_cross_attention=False, conv_in_kernel=3, conv_out_kernel=3, time_cond_proj_dim=None,
-                        encoder_hid_dim=None, encoder_hid_dim_type=None, timestep_post_act=None, time_embedding_dim=None,
-                        time_embedding_act_fn=None, class_embeddings_concat=False, resnet_out_scale_factor=1.0,
+_DIFFUSERS_FIXED = dict(flip_sin_to_cos=True, freq_shift=0, act_fn='silu', norm_eps=1e-5,
+                        downsample_padding=1, mid_block_scale_factor=1, center_input_sample=False,
+                        class_embed_type=None, addition_embed_type=None, time_embedding_type='positional',
+                        resnet_time_scale_shift='default', dual_cross_attention=False,
+                        only_cross_attention=False, conv_in_kernel=3, conv_out_kernel=3,
+                        time_cond_proj_dim=None, encoder_hid_dim=None, encoder_hid_dim_type=None,
+                        timestep_post_act=None, time_embedding_dim=None, time_embedding_act_fn=None,
+                        class_embeddings_concat=False, resnet_out_scale_factor=1.0,
                         resnet_skip_time_act=False, attention_type='default', num_attention_heads=None,
                         mid_block_type='UNetMidBlock2DCrossAttn', mid_block_only_cross_attention=None,
                         reverse_transformer_layers_per_block=None, projection_class_embeddings_input_dim=None,
@@ -332,65 +428,88 @@ _DIFFUSERS_FIXED = dict(flip_sin_to_cos=True, freq_shift=0, act_fn='silu', norm_
 
 def unet_config_to_diffusers(config: dict) -> dict:
     "Our UNet config -> keyword arguments of diffusers' `UNet2DConditionModel` for the same network."
-    if config.get('pos_embed'): raise ValueError("pos_embed=True (a 2-D position embedding in the attention blocks) has no diffusers equivalent")
+    if config.get('pos_embed'):
+        raise ValueError("pos_embed=True (a 2-D position embedding in the attention blocks) has no diffusers "
+                         "equivalent")
     n = len(config['channel_mult'])
     chans = [config['model_channels'] * m for m in config['channel_mult']]
     att = set(config['attention_levels'])
     hd = config.get('head_dim')
-    heads = tuple(ch // hd if ch % hd == 0 else 1 for ch in chans) if hd is not None else config.get('num_heads', 8)
+    if hd is not None: heads = tuple(ch // hd if ch % hd == 0 else 1 for ch in chans)
+    else: heads = config.get('num_heads', 8)
     depth = config.get('transformer_depth', 1)
     ctx = config.get('context_dim')
-    return dict(sample_size=None, in_channels=config['in_channels'], out_channels=config.get('out_channels') or config['in_channels'],
-                down_block_types=tuple('CrossAttnDownBlock2D' if i in att else 'DownBlock2D' for i in range(n)),
-                up_block_types=tuple('CrossAttnUpBlock2D' if i in att else 'UpBlock2D' for i in reversed(range(n))),
+    return dict(sample_size=None, in_channels=config['in_channels'],
+                out_channels=config.get('out_channels') or config['in_channels'],
+                down_block_types=tuple('CrossAttnDownBlock2D' if i in att else 'DownBlock2D'
+                                       for i in range(n)),
+                up_block_types=tuple('CrossAttnUpBlock2D' if i in att else 'UpBlock2D'
+                                     for i in reversed(range(n))),
                 block_out_channels=tuple(chans), layers_per_block=config['num_res_blocks'],
                 cross_attention_dim=ctx if ctx is not None else tuple(chans),
-                attention_head_dim=heads, transformer_layers_per_block=depth if isinstance(depth, int) else tuple(depth),
+                attention_head_dim=heads,
+                transformer_layers_per_block=depth if isinstance(depth, int) else tuple(depth),
                 num_class_embeds=config.get('num_classes'), norm_num_groups=config.get('norm_groups', 32),
-                class_embed_type='projection' if config.get('y_dim') else None, projection_class_embeddings_input_dim=config.get('y_dim'),
+                class_embed_type='projection' if config.get('y_dim') else None,
+                projection_class_embeddings_input_dim=config.get('y_dim'),
                 dropout=config.get('dropout', 0.0), use_linear_projection=config.get('linear_proj', False),
                 flip_sin_to_cos=True, freq_shift=0)
 
+# %% ../nbs/08_unet.ipynb #18d2f9ed
 def unet_config_from_diffusers(dconfig: dict) -> dict:
-    "diffusers `UNet2DConditionModel.config` -> our UNet config; a ValueError names any setting our UNet does not implement."
+    """diffusers `UNet2DConditionModel.config` -> our UNet config; a ValueError names any setting our UNet
+    does not implement."""
     d = dict(dconfig)
     y_dim = None
     if d.get('class_embed_type') == 'projection':        # a vector y through an MLP: our `y_dim`
-        y_dim = d.pop('projection_class_embeddings_input_dim'); d.pop('class_embed_type')
+        y_dim = d.pop('projection_class_embeddings_input_dim')
+        d.pop('class_embed_type')
     for k, v in _DIFFUSERS_FIXED.items():
         if k in d and d[k] != v and not (k == 'mid_block_only_cross_attention' and d[k] in (None, False)):
             raise ValueError(f"diffusers config {k}={d[k]!r} is not supported (expected {v!r})")
-    chans = list(d['block_out_channels']); n = len(chans); mc = chans[0]
-    if any(ch % mc for ch in chans): raise ValueError(f"block_out_channels {chans} must be multiples of the first")
+    chans = list(d['block_out_channels'])
+    n = len(chans)
+    mc = chans[0]
+    if any(ch % mc for ch in chans):
+        raise ValueError(f"block_out_channels {chans} must be multiples of the first")
     down, up = list(d['down_block_types']), list(d['up_block_types'])
     ok = {'CrossAttnDownBlock2D', 'DownBlock2D'}
-    if any(b not in ok for b in down): raise ValueError(f"down_block_types must be CrossAttnDownBlock2D / DownBlock2D, got {down}")
+    if any(b not in ok for b in down):
+        raise ValueError(f"down_block_types must be CrossAttnDownBlock2D / DownBlock2D, got {down}")
     att = [i for i, b in enumerate(down) if b == 'CrossAttnDownBlock2D']
     want_up = ['CrossAttnUpBlock2D' if i in att else 'UpBlock2D' for i in reversed(range(n))]
-    if up != want_up: raise ValueError(f"up_block_types must mirror the down blocks: expected {want_up}, got {up}")
+    if up != want_up:
+        raise ValueError(f"up_block_types must mirror the down blocks: expected {want_up}, got {up}")
     if not isinstance(d['layers_per_block'], int): raise ValueError("layers_per_block must be an int")
     ctx = d['cross_attention_dim']
     if isinstance(ctx, (list, tuple)):
-        if list(ctx) != chans: raise ValueError(f"a per-level cross_attention_dim is only supported as the unconditional layout (= block_out_channels {chans}), got {list(ctx)}")
+        if list(ctx) != chans:
+            raise ValueError(f"a per-level cross_attention_dim is only supported as the unconditional layout "
+                             f"(= block_out_channels {chans}), got {list(ctx)}")
         ctx = None
     heads = d['attention_head_dim']   # diffusers' name: it holds the number of heads (diffusers issue #2011)
     num_heads, head_dim = 8, None
     if isinstance(heads, int): num_heads = heads
     else:
-        heads = list(heads); used = sorted(set(att) | {n - 1})
+        heads = list(heads)
+        used = sorted(set(att) | {n - 1})
         if len({heads[i] for i in used}) == 1: num_heads = heads[used[0]]
-        elif len({chans[i] // heads[i] for i in used}) == 1 and all(chans[i] % heads[i] == 0 for i in used): head_dim = chans[used[0]] // heads[used[0]]
+        elif len({chans[i] // heads[i] for i in used}) == 1 and all(chans[i] % heads[i] == 0 for i in used):
+            head_dim = chans[used[0]] // heads[used[0]]
         else: raise ValueError(f"attention_head_dim {heads} is neither one head count nor one head width")
     depth = d.get('transformer_layers_per_block', 1)
-    return dict(in_channels=d['in_channels'], out_channels=d['out_channels'], model_channels=mc, channel_mult=[ch // mc for ch in chans],
-                num_res_blocks=d['layers_per_block'], attention_levels=att, num_heads=num_heads, head_dim=head_dim,
+    return dict(in_channels=d['in_channels'], out_channels=d['out_channels'], model_channels=mc,
+                channel_mult=[ch // mc for ch in chans], num_res_blocks=d['layers_per_block'],
+                attention_levels=att, num_heads=num_heads, head_dim=head_dim,
                 transformer_depth=depth if isinstance(depth, int) else list(depth), context_dim=ctx,
-                num_classes=d.get('num_class_embeds'), norm_groups=d.get('norm_num_groups', 32), dropout=float(d.get('dropout', 0.0)),
-                use_checkpoint=False, linear_proj=bool(d.get('use_linear_projection', False)), y_dim=y_dim,
-                pos_embed=False)
+                num_classes=d.get('num_class_embeds'), norm_groups=d.get('norm_num_groups', 32),
+                dropout=float(d.get('dropout', 0.0)), use_checkpoint=False,
+                linear_proj=bool(d.get('use_linear_projection', False)), y_dim=y_dim, pos_embed=False)
 
+# %% ../nbs/08_unet.ipynb #3c589e0c
 def unet_from_diffusers(diffusers_unet: nn.Module) -> UNet:
-    "Build our UNet from a diffusers `UNet2DConditionModel` (same config, same weights, same outputs), on its device and dtype."
+    """Build our UNet from a diffusers `UNet2DConditionModel` (same config, same weights, same outputs), on
+    its device and dtype."""
     cfg = unet_config_from_diffusers(dict(diffusers_unet.config))
     p = next(diffusers_unet.parameters())
     with torch.device('meta'): unet = UNet.from_config(cfg)
