@@ -272,16 +272,18 @@ class PretrainedTextEncoder(nn.Module):
     """A frozen pretrained text encoder from 🤗 transformers: CLIP (`CLIPTextModel` + `CLIPTokenizer`) or any
     `AutoModel` + `AutoTokenizer`, from a Hugging Face name or a local folder.
 
-    `encode(prompts) -> (context (B, L, dim), mask (B, L) bool, True = real token)`, context = last_hidden_state.
-    `padding`: 'longest' (default) or 'max_length'. Prompts longer than `max_length` are truncated with a warning
-    (`on_overflow='warn'`) or refused (`'error'`)."""
+    `encode(prompts) -> (context (B, L, dim), mask (B, L) bool, True = real token)`, context =
+    last_hidden_state. `padding`: 'longest' (default) or 'max_length'. Prompts longer than `max_length` are
+    truncated with a warning (`on_overflow='warn'`) or refused (`'error'`)."""
     def __init__(self, name_or_path: str | os.PathLike, *, kind: str = 'auto', max_length: int | None = None,
                  padding: str = 'longest', on_overflow: str = 'warn', local_files_only: bool | None = None,
                  dtype: torch.dtype | None = None):
         super().__init__()
         _check_overflow(on_overflow)
-        if kind not in ('auto', 'clip', 'hf'): raise ValueError(f"kind must be 'auto', 'clip' or 'hf', got {kind!r}")
-        if padding not in ('longest', 'max_length'): raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+        if kind not in ('auto', 'clip', 'hf'):
+            raise ValueError(f"kind must be 'auto', 'clip' or 'hf', got {kind!r}")
+        if padding not in ('longest', 'max_length'):
+            raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
         name = str(name_or_path)
         kind, self.tokenizer, self.model = _load_text_model(name, kind, local_files_only)
         if dtype is not None: self.model.to(dtype)
@@ -292,33 +294,14 @@ class PretrainedTextEncoder(nn.Module):
         tok_max = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 10**6 else limit
         self.max_length = min(max_length or tok_max, tok_max, limit)
         self.dim = mcfg.hidden_size
-        self._cfg = dict(name_or_path=name, model_kind=kind, max_length=self.max_length, padding=padding, on_overflow=on_overflow)
+        self._cfg = dict(name_or_path=name, model_kind=kind, max_length=self.max_length, padding=padding,
+                         on_overflow=on_overflow)
 
     def train(self, mode: bool = True) -> 'PretrainedTextEncoder':
         "The wrapped model stays in eval mode (frozen, no dropout) whatever `mode` is."
-        super().train(mode); self.model.eval(); return self
-
-    def tokenize(self, prompts: str | Sequence[str], padding: str | None = None) -> tuple[Tensor, Tensor]:
-        "prompts -> (input_ids `(B, L)`, mask `(B, L)` bool) on the model's device, with the overflow policy applied."
-        prompts = _as_prompts(prompts)
-        n = [len(x) for x in self.tokenizer(prompts, truncation=False)['input_ids']]
-        long = [i for i, k in enumerate(n) if k > self.max_length]
-        if long:
-            msg = (f"{len(long)} prompt(s) exceed the maximum of {self.max_length} tokens of {self.name_or_path!r} "
-                   f"(longest: {max(n)} tokens), e.g. prompt {long[0]}: {prompts[long[0]][:60]!r}")
-            if self.on_overflow == 'error': raise ValueError(msg + "; shorten it or use on_overflow='warn' to truncate")
-            warnings.warn(msg + '; truncated', UserWarning, stacklevel=2)
-        out = self.tokenizer(prompts, padding=padding or self.padding, truncation=True, max_length=self.max_length, return_tensors='pt')
-        dev = next(self.model.parameters()).device
-        return out['input_ids'].to(dev), out['attention_mask'].to(dev).bool()
-
-    @torch.no_grad()
-    def encode(self, prompts: str | Sequence[str], padding: str | None = None) -> tuple[Tensor, Tensor]:
-        "prompts (B strings) -> (context `(B, L, dim)`, mask `(B, L)` bool, True = real token)."
-        ids, mask = self.tokenize(prompts, padding)
-        return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state, mask
-
-    def forward(self, prompts: str | Sequence[str]) -> tuple[Tensor, Tensor]: return self.encode(prompts)
+        super().train(mode)
+        self.model.eval()
+        return self
 
     @staticmethod
     def null_like(prompts: Sequence[str]) -> list[str]:
@@ -329,8 +312,41 @@ class PretrainedTextEncoder(nn.Module):
     def config(self) -> dict[str, Any]: return dict(kind='pretrained', **self._cfg)
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> 'PretrainedTextEncoder':
-        cfg = dict(cfg); cfg.pop('kind', None)
+        cfg = dict(cfg)
+        cfg.pop('kind', None)
         return cls(cfg.pop('name_or_path'), kind=cfg.pop('model_kind', 'auto'), **cfg)
+
+# %% ../nbs/09_conditioning.ipynb #d942126b
+from .utils import patch_to
+
+@patch_to(PretrainedTextEncoder)
+def tokenize(self, prompts: str | Sequence[str], padding: str | None = None) -> tuple[Tensor, Tensor]:
+    """prompts -> (input_ids `(B, L)`, mask `(B, L)` bool) on the model's device, with the overflow policy
+    applied."""
+    prompts = _as_prompts(prompts)
+    n = [len(x) for x in self.tokenizer(prompts, truncation=False)['input_ids']]
+    long = [i for i, k in enumerate(n) if k > self.max_length]
+    if long:
+        msg = (f"{len(long)} prompt(s) exceed the maximum of {self.max_length} tokens of "
+               f"{self.name_or_path!r} (longest: {max(n)} tokens), "
+               f"e.g. prompt {long[0]}: {prompts[long[0]][:60]!r}")
+        if self.on_overflow == 'error':
+            raise ValueError(msg + "; shorten it or use on_overflow='warn' to truncate")
+        warnings.warn(msg + '; truncated', UserWarning, stacklevel=2)
+    out = self.tokenizer(prompts, padding=padding or self.padding, truncation=True,
+                         max_length=self.max_length, return_tensors='pt')
+    dev = next(self.model.parameters()).device
+    return out['input_ids'].to(dev), out['attention_mask'].to(dev).bool()
+
+@patch_to(PretrainedTextEncoder)
+@torch.no_grad()
+def encode(self, prompts: str | Sequence[str], padding: str | None = None) -> tuple[Tensor, Tensor]:
+    "prompts (B strings) -> (context `(B, L, dim)`, mask `(B, L)` bool, True = real token)."
+    ids, mask = self.tokenize(prompts, padding)
+    return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state, mask
+
+@patch_to(PretrainedTextEncoder)
+def forward(self, prompts: str | Sequence[str]) -> tuple[Tensor, Tensor]: return self.encode(prompts)
 
 # %% ../nbs/09_conditioning.ipynb #38c26eaf
 def drop_condition(cond: Tensor | Sequence[str], p: float, *, null: int | str | None = None,
