@@ -242,11 +242,12 @@ def connected_components(mask: torch.Tensor, max_iter: int | None = None) -> tor
         lab = new
     return lab[:, 0].long()
 
-# %% ../nbs/11_data.ipynb #ae33c9f9
+# %% ../nbs/11_data.ipynb #e844d127
 def _blob_features(d: torch.Tensor, dnorm: torch.Tensor, core: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Features of one blob per image. `d` `(b, 3, H, W)`: image minus background (RGB in [0, 1]); `dnorm` `(b, H, W)` its norm;
-    `core` `(b, H, W)` bool: the blob's foreground pixels. Returns `(b,)` tensors: colour index, colour coherence,
-    soft area, centroid (cx, cy), best shape index, its box half-side r and its relative fit error."""
+    """Features of one blob per image. `d` `(b, 3, H, W)`: image minus background (RGB in [0, 1]);
+    `dnorm` `(b, H, W)` its norm; `core` `(b, H, W)` bool: the blob's foreground pixels. Returns `(b,)`
+    tensors: colour index, colour coherence, soft area, centroid (cx, cy), best shape index, its box half-side
+    r and its relative fit error."""
     b, _, H, W = d.shape
     P = _palette_dirs()
     # work in a window of side n around the blob (a few times faster than the whole image); a blob that does
@@ -265,83 +266,103 @@ def _blob_features(d: torch.Tensor, dnorm: torch.Tensor, core: torch.Tensor) -> 
     dnorm, core = dnorm[bi, rows[:, :, None], cols[:, None, :]], core[bi, rows[:, :, None], cols[:, None, :]]
     H = W = n
     n_core = core.sum((1, 2)).clamp(min=1)
-    mean_d = (d * core[:, None]).sum((2, 3)) / n_core[:, None]                   # (b, 3) mean colour of the blob
+    mean_d = (d * core[:, None]).sum((2, 3)) / n_core[:, None]          # (b, 3) mean colour of the blob
     color = ((mean_d @ P.T) / (mean_d.norm(dim=1, keepdim=True) * P.norm(dim=1) + 1e-8)).argmax(1)
     pix_cos = torch.einsum('bchw,bc->bhw', d, mean_d) / (dnorm * mean_d.norm(dim=1).view(b, 1, 1) + 1e-8)
-    coherence = (pix_cos * core).sum((1, 2)) / n_core                             # 1 = every pixel has the blob's hue
+    coherence = (pix_cos * core).sum((1, 2)) / n_core                    # 1 = every pixel has the blob's hue
     # soft coverage of the blob's colour, alpha = (x - bg).(p - bg) / |p - bg|^2, within 2 pixels of the blob
     region = F.max_pool2d(core[:, None].float(), 5, 1, 2)[:, 0]
     pc = P[color]
     a = torch.einsum('bchw,bc->bhw', d, pc) / (pc.norm(dim=1) ** 2).view(b, 1, 1) * region
-    A = a.sum((1, 2)).clamp(min=1e-6)                                             # area: unchanged by blur
+    A = a.sum((1, 2)).clamp(min=1e-6)                                    # area: unchanged by blur
     ys = (torch.arange(H, dtype=torch.float32) + 0.5).view(1, H, 1)
     xs = (torch.arange(W, dtype=torch.float32) + 0.5).view(1, 1, W)
-    cx, cy = (a * xs).sum((1, 2)) / A, (a * ys).sum((1, 2)) / A                     # centroid: unchanged by blur
+    cx, cy = (a * xs).sum((1, 2)) / A, (a * ys).sum((1, 2)) / A          # centroid: unchanged by blur
     errs, radii = [], []
-    for s, name in enumerate(SHAPES):                       # template with the same area and centroid, at several blurs
+    for s, name in enumerate(SHAPES):          # template with the same area and centroid, at several blurs
         r = A.sqrt() / (2 * math.sqrt(IDEAL_FILL[name]))
-        cy_box = cy - r / 3 if name == 'triangle' else cy   # a triangle's centroid sits r/3 below its box centre
+        # a triangle's centroid sits r/3 below its box centre
+        cy_box = cy - r / 3 if name == 'triangle' else cy
         t = _coverage(torch.full((b,), s), cx, cy_box, r, H)
-        e = torch.stack([((gaussian_blur(t, sg) - a) ** 2 * region).sum((1, 2)) for sg in FIT_SIGMAS]).amin(0)
-        errs.append(e / A); radii.append(r)
+        e = torch.stack([((gaussian_blur(t, sg) - a) ** 2 * region).sum((1, 2))
+                         for sg in FIT_SIGMAS]).amin(0)
+        errs.append(e / A)
+        radii.append(r)
     fit, shape = torch.stack(errs, 1).min(1)
     r = torch.stack(radii, 1).gather(1, shape[:, None])[:, 0]
-    A = torch.where(n_core < n_all, torch.full_like(A, float('inf')), A)          # blob larger than the window
-    return dict(area=A, shape=shape, r=r, color=color, cx=cx + left, cy=cy + top, coherence=coherence, fit=fit)
+    A = torch.where(n_core < n_all, torch.full_like(A, float('inf')), A)   # blob larger than the window
+    return dict(area=A, shape=shape, r=r, color=color, cx=cx + left, cy=cy + top, coherence=coherence,
+                fit=fit)
 
-IDEAL_FILL: dict[str, float] = {'circle': math.pi / 4, 'square': 1.0, 'triangle': 0.5}   # area / bounding-box area
-SMOOTH_SIGMA: float = 0.6                 # denoising blur (pixels) applied before reading, for noisy generated images
+# %% ../nbs/11_data.ipynb #e77b6722
+# area / bounding-box area of each shape
+IDEAL_FILL: dict[str, float] = {'circle': math.pi / 4, 'square': 1.0, 'triangle': 0.5}
+SMOOTH_SIGMA: float = 0.6       # denoising blur (pixels) applied before reading, for noisy generated images
 FIT_SIGMAS: tuple[float, ...] = (0.6, 0.9, 1.3, 1.8)   # blur levels tried when fitting the templates
-MAX_BACKGROUND: float = 0.25             # mean distance from the background colour (RGB in [0, 1]) allowed away from objects
-MAX_FOREGROUND: float = 0.3              # fraction of foreground pixels above which an image is clutter (2 large squares: ~0.15)
-MAX_FIT_ERROR: float = 0.35               # relative squared error above which a blob is "not a shape"
+# mean distance from the background colour (RGB in [0, 1]) allowed away from objects
+MAX_BACKGROUND: float = 0.25
+# fraction of foreground pixels above which an image is clutter (2 large squares: ~0.15)
+MAX_FOREGROUND: float = 0.3
+MAX_FIT_ERROR: float = 0.35     # relative squared error above which a blob is "not a shape"
 
-def read_attributes(images: torch.Tensor, max_objects: int = 2, threshold: float = 0.5, chunk: int = 512) -> list[dict]:
+def read_attributes(images: torch.Tensor, max_objects: int = 2, threshold: float = 0.5,
+                    chunk: int = 512) -> list[dict]:
     """Read shape images `(B, 3, H, W)` in [-1, 1] (real or generated) back into attributes.
 
-    Returns one dict per image: `'shape','color','size','position'` of the largest object (all `None` when no object
-    is found), `'objects'`: up to `max_objects` such dicts (largest first) and `'n_objects'`.
+    Returns one dict per image: `'shape','color','size','position'` of the largest object (all `None` when no
+    object is found), `'objects'`: up to `max_objects` such dicts (largest first) and `'n_objects'`.
 
-    1. foreground = pixels whose projection on their closest palette colour exceeds `threshold` (half coverage);
-    2. objects = 8-connected components of the foreground; colour = palette colour closest in direction to their mean;
-    3. area and centroid from that colour's soft coverage (both unchanged by blur) give the size and the grid cell;
+    1. foreground = pixels whose projection on their closest palette colour exceeds `threshold` (half
+       coverage);
+    2. objects = 8-connected components of the foreground; colour = palette colour closest in direction to
+       their mean;
+    3. area and centroid from that colour's soft coverage (both unchanged by blur) give the size and the grid
+       cell;
     4. shape = the template (circle, square, triangle with that area and centroid, blurred) that fits best.
-    A blob that fits no template, is too small / too large, or an image cluttered with extra blobs reads as no object."""
-    if images.ndim != 4 or images.shape[1] != 3: raise ValueError(f"read_attributes expects images (B, 3, H, W), got {tuple(images.shape)}")
-    if images.shape[-1] != images.shape[-2]: raise ValueError(f"read_attributes expects square images, got {tuple(images.shape)}")
+    A blob that fits no template, is too small / too large, or an image cluttered with extra blobs reads as no
+    object."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"read_attributes expects images (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"read_attributes expects square images, got {tuple(images.shape)}")
     out = []
     for i in range(0, len(images), chunk):
         out += _read_chunk(images[i:i + chunk].detach().float().cpu(), max_objects, threshold)
     return out
 
+# %% ../nbs/11_data.ipynb #92f4a758
 def _read_chunk(x: torch.Tensor, max_objects: int, threshold: float) -> list[dict]:
     B, _, H, W = x.shape
     S = float(H)
     x = gaussian_blur(x, SMOOTH_SIGMA)
     alpha, _, _ = pixel_colors(x)
     mask = alpha > threshold
-    # an image more than MAX_FOREGROUND covered is clutter or noise, not our objects: skip the work, read nothing
+    # an image more than MAX_FOREGROUND covered is clutter or noise, not our objects: skip the work, read
+    # nothing
     crowded = mask.float().mean((1, 2)) > MAX_FOREGROUND
     mask = mask & ~crowded.view(B, 1, 1)
-    # objects span < 0.3 H pixels, so H propagation steps suffice for them; larger blobs may stay split (and are rejected)
+    # objects span < 0.3 H pixels, so H propagation steps suffice for them; larger blobs may stay split
+    # (and are rejected)
     lab = connected_components(mask, max_iter=H)
     flat = lab.view(B, -1)
     area_all = torch.zeros(B, H * W + 1).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
     area_all[:, 0] = 0
-    areas, ids = area_all.topk(max_objects, dim=1)                        # pixel counts of the largest components
-    d = (x + 1) / 2 - torch.tensor(BACKGROUND_RGB).view(1, 3, 1, 1)       # (B, 3, H, W) relative to the background
+    areas, ids = area_all.topk(max_objects, dim=1)                    # pixel counts of the largest components
+    d = (x + 1) / 2 - torch.tensor(BACKGROUND_RGB).view(1, 3, 1, 1)   # (B, 3, H, W), relative to background
     dnorm = d.pow(2).sum(1).sqrt()
     r_min = SIZE_RADIUS['small'] * (1 - SIZE_JITTER) * S
-    r_split = (SIZE_RADIUS['small'] * (1 + SIZE_JITTER) * SIZE_RADIUS['large'] * (1 - SIZE_JITTER)) ** 0.5 * S
+    r_split = (SIZE_RADIUS['small'] * (1 + SIZE_JITTER)
+               * SIZE_RADIUS['large'] * (1 - SIZE_JITTER)) ** 0.5 * S
     r_max = SIZE_RADIUS['large'] * (1 + SIZE_JITTER) * S
     min_area = 0.5 * 2 * r_min ** 2             # half the smallest object (a small triangle has area 2 r^2)
     max_area = 2.0 * (2 * r_max) ** 2           # twice the largest (a large square)
     feats = []
     for k in range(max_objects):
-        f = {key: torch.zeros(B) for key in ('core', 'area', 'shape', 'r', 'color', 'cx', 'cy', 'coherence', 'fit')}
-        i = (areas[:, k] > 0).nonzero()[:, 0]                                  # images that have a k-th component
+        keys = ('core', 'area', 'shape', 'r', 'color', 'cx', 'cy', 'coherence', 'fit')
+        f = {key: torch.zeros(B) for key in keys}
+        i = (areas[:, k] > 0).nonzero()[:, 0]                          # images that have a k-th component
         if len(i):
-            core = lab[i] == ids[i, k].view(-1, 1, 1)                              # (b, H, W)
+            core = lab[i] == ids[i, k].view(-1, 1, 1)                  # (b, H, W)
             for key, v in _blob_features(d[i], dnorm[i], core).items(): f[key][i] = v.float()
             f['core'][i] = areas[i, k]
         feats.append(f)
@@ -360,10 +381,12 @@ def _read_chunk(x: torch.Tensor, max_objects: int, threshold: float) -> list[dic
             if f['fit'] > MAX_FIT_ERROR or f['coherence'] < 0.9: continue
             explained += f['core']
             col, row = min(max(int(f['cx'] / W * 3), 0), 2), min(max(int(f['cy'] / H * 3), 0), 2)
-            objs.append(dict(shape=SHAPES[f['shape']], color=COLORS[f['color']], size='small' if f['r'] < r_split else 'large',
+            objs.append(dict(shape=SHAPES[f['shape']], color=COLORS[f['color']],
+                             size='small' if f['r'] < r_split else 'large',
                              position=POSITIONS[row * 3 + col]))
-        # foreground that no object explains (clutter, noise) or a background far from black: read nothing
-        if n_fg[b] - explained >= min_area or bg_level[b] > MAX_BACKGROUND or crowded[b]: objs = []
+        # foreground no object explains (clutter, noise) or a background far from black: read nothing
+        if n_fg[b] - explained >= min_area or bg_level[b] > MAX_BACKGROUND or crowded[b]:
+            objs = []
         first = objs[0] if objs else dict(shape=None, color=None, size=None, position=None)
         res.append({**first, 'objects': objs, 'n_objects': len(objs)})
     return res
@@ -509,32 +532,43 @@ class LabeledImages(Dataset):
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.gif')
 
 def read_captions(path: str | os.PathLike) -> list[tuple[str, str]]:
-    "Read `(file, caption)` pairs from a CSV with a `file,caption` header or a JSONL file of `{'file': ..., 'caption': ...}`."
+    """Read `(file, caption)` pairs from a CSV with a `file,caption` header or a JSONL file of
+    `{'file': ..., 'caption': ...}`."""
     path = Path(path)
-    if not path.is_file(): raise ValueError(f"captions file {path.name!r} not found; expected a CSV (file,caption) or JSONL file")
+    if not path.is_file():
+        raise ValueError(f"captions file {path.name!r} not found; "
+                         "expected a CSV (file,caption) or JSONL file")
     text = path.read_text(encoding='utf-8')
-    if not text.strip(): raise ValueError(f"captions file {path.name!r} is empty; expected lines of file,caption")
+    if not text.strip():
+        raise ValueError(f"captions file {path.name!r} is empty; expected lines of file,caption")
     rows = []
     if path.suffix.lower() in ('.jsonl', '.json'):
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip(): continue
             try: r = json.loads(line)
-            except json.JSONDecodeError: raise ValueError(f"{path.name} line {n} is not JSON; expected {{'file': ..., 'caption': ...}}") from None
-            if not isinstance(r, dict) or 'file' not in r or 'caption' not in r: raise ValueError(f"{path.name} line {n}: expected keys 'file' and 'caption', got {r!r}")
+            except json.JSONDecodeError:
+                raise ValueError(f"{path.name} line {n} is not JSON; "
+                                 "expected {'file': ..., 'caption': ...}") from None
+            if not isinstance(r, dict) or 'file' not in r or 'caption' not in r:
+                raise ValueError(f"{path.name} line {n}: expected keys 'file' and 'caption', got {r!r}")
             rows.append((str(r['file']), str(r['caption'])))
     else:
         reader = csv.DictReader(text.splitlines())
         if reader.fieldnames is None or not {'file', 'caption'} <= set(reader.fieldnames):
-            raise ValueError(f"{path.name} must start with the header 'file,caption', got {reader.fieldnames}")
+            raise ValueError(f"{path.name} must start with the header 'file,caption', "
+                             f"got {reader.fieldnames}")
         rows = [(r['file'], r['caption']) for r in reader]
-    if not rows: raise ValueError(f"captions file {path.name!r} has no entries; expected lines of file,caption")
+    if not rows:
+        raise ValueError(f"captions file {path.name!r} has no entries; expected lines of file,caption")
     return rows
 
+# %% ../nbs/11_data.ipynb #0b7b1e57
 class ImageFolderCaptions(Dataset):
     """Your own images: `root/<file>` listed with a caption in `captions_file` (CSV `file,caption` or JSONL).
-    `ds[i] -> {'image': (3, size, size) float in [-1, 1], 'caption': str}`. With `size`, each image is resized (shorter
-    side) and centre-cropped to `size x size`; without it all images must already share one size."""
-    def __init__(self, root: str | os.PathLike, captions_file: str | os.PathLike = 'captions.csv', size: int | None = None):
+    `ds[i] -> {'image': (3, size, size) float in [-1, 1], 'caption': str}`. With `size`, each image is resized
+    (shorter side) and centre-cropped to `size x size`; without it all images must already share one size."""
+    def __init__(self, root: str | os.PathLike, captions_file: str | os.PathLike = 'captions.csv',
+                 size: int | None = None):
         from PIL import Image
         self.root = Path(root)
         if not self.root.is_dir(): raise ValueError(f"image folder {self.root.name!r} does not exist")
@@ -543,15 +577,19 @@ class ImageFolderCaptions(Dataset):
         self.files = [self.root / f for f, _ in rows]
         self.captions = [c for _, c in rows]
         missing = [f.name for f in self.files if not f.is_file()]
-        if missing: raise ValueError(f"{len(missing)} image(s) listed in the captions file are missing, e.g. {missing[:3]}")
-        if size is not None and (not isinstance(size, int) or size < 1): raise ValueError(f"size must be a positive int or None, got {size!r}")
+        if missing:
+            raise ValueError(f"{len(missing)} image(s) listed in the captions file are missing, "
+                             f"e.g. {missing[:3]}")
+        if size is not None and (not isinstance(size, int) or size < 1):
+            raise ValueError(f"size must be a positive int or None, got {size!r}")
         self.size = size
         if size is None:
             sizes = {}
             for f in self.files:
                 with Image.open(f) as im: sizes.setdefault(im.size, f.name)
             if len(sizes) > 1:
-                raise ValueError(f"images have mixed sizes {sorted(sizes)} (e.g. {list(sizes.values())[:2]}); pass size=... to resize them")
+                raise ValueError(f"images have mixed sizes {sorted(sizes)} "
+                                 f"(e.g. {list(sizes.values())[:2]}); pass size=... to resize them")
         self._images = None
 
     def _load(self, f: Path) -> torch.Tensor:
@@ -561,7 +599,8 @@ class ImageFolderCaptions(Dataset):
         if self.size is not None:
             h, w = x.shape[-2:]
             s = self.size / min(h, w)
-            x = F.interpolate(x, size=(max(self.size, round(h * s)), max(self.size, round(w * s))), mode='bilinear', antialias=True, align_corners=False)
+            x = F.interpolate(x, size=(max(self.size, round(h * s)), max(self.size, round(w * s))),
+                              mode='bilinear', antialias=True, align_corners=False)
             h, w = x.shape[-2:]
             t, l = (h - self.size) // 2, (w - self.size) // 2
             x = x[..., t:t + self.size, l:l + self.size].clamp(-1, 1)
@@ -574,7 +613,8 @@ class ImageFolderCaptions(Dataset):
         return self._images
     def __len__(self) -> int: return len(self.files)
     def __getitem__(self, i: int) -> dict:
-        return dict(image=self.images[i] if self._images is not None else self._load(self.files[i]), caption=self.captions[i])
+        image = self.images[i] if self._images is not None else self._load(self.files[i])
+        return dict(image=image, caption=self.captions[i])
     def __repr__(self) -> str: return f"ImageFolderCaptions(n={len(self)}, size={self.size})"
 
 # %% ../nbs/11_data.ipynb #44441ad9
