@@ -35,7 +35,8 @@ def _col_len(data: Any) -> int:
     else: return len(data)
     if not cols: raise ValueError("data has no columns")
     lens = {_col_len(c) for c in cols}
-    if len(lens) != 1: raise ValueError(f"every column of the data must have the same length, got lengths {sorted(lens)}")
+    if len(lens) != 1:
+        raise ValueError(f"every column of the data must have the same length, got lengths {sorted(lens)}")
     return lens.pop()
 
 def take(data: Any, idx: torch.Tensor) -> Any:
@@ -45,26 +46,34 @@ def take(data: Any, idx: torch.Tensor) -> Any:
     if isinstance(data, tuple): return tuple(take(v, idx) for v in data)
     return [data[i] for i in idx.tolist()]
 
+# %% ../nbs/12_training.ipynb #14e1859a
 class StepBatches:
-    """Shuffled batches where batch `k` is a pure function of `(seed, k)`, so a resumed run sees exactly the same data.
-    `batch_size` is the global batch; with `world_size` > 1 process `rank` gets rows `[rank * b, (rank + 1) * b)` of it,
-    `b = batch_size // world_size`."""
+    """Shuffled batches where batch `k` is a pure function of `(seed, k)`, so a resumed run sees exactly the
+    same data. `batch_size` is the global batch; with `world_size` > 1 process `rank` gets rows
+    `[rank * b, (rank + 1) * b)` of it, `b = batch_size // world_size`."""
     def __init__(self, data: Any, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
                  world_size: int = 1):
-        if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if batch_size % world_size:
-            raise ValueError(f"batch_size={batch_size} is the global batch and must be divisible by the number of processes "
-                             f"({world_size}): each process takes batch_size / world_size rows")
+            raise ValueError(f"batch_size={batch_size} is the global batch and must be divisible by the "
+                             f"number of processes ({world_size}): each process takes "
+                             "batch_size / world_size rows")
         self.data, self.batch_size, self.seed, self.shuffle = data, batch_size, seed, shuffle
         self.rank, self.world_size, self.local_batch = rank, world_size, batch_size // world_size
-        self.fn = data if callable(data) and not isinstance(data, (torch.Tensor, torch.utils.data.Dataset)) and not hasattr(data, '__getitem__') else None
+        is_fn = (callable(data) and not isinstance(data, (torch.Tensor, torch.utils.data.Dataset))
+                 and not hasattr(data, '__getitem__'))
+        self.fn = data if is_fn else None
         if self.fn is None:
-            if isinstance(data, (str, bytes)) or not (_is_columns(data) or (hasattr(data, '__getitem__') and hasattr(data, '__len__'))):
-                raise ValueError(f"data must be a tensor, a dict/tuple of columns, a map-style Dataset or a function step -> batch, got {type(data).__name__}")
+            if isinstance(data, (str, bytes)) or not (_is_columns(data) or (hasattr(data, '__getitem__')
+                                                                               and hasattr(data, '__len__'))):
+                raise ValueError(f"data must be a tensor, a dict/tuple of columns, a map-style Dataset or a "
+                                 f"function step -> batch, got {type(data).__name__}")
             self.n = _col_len(data)
-            if self.n < batch_size: raise ValueError(f"batch_size={batch_size} is larger than the dataset ({self.n} examples)")
+            if self.n < batch_size:
+                raise ValueError(f"batch_size={batch_size} is larger than the dataset ({self.n} examples)")
             self.per_epoch = self.n // batch_size
 
     def indices(self, step: int) -> torch.Tensor:
@@ -81,13 +90,15 @@ class StepBatches:
         return slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
 
     def __call__(self, step: int) -> Any:
-        "This process's share `(batch_size // world_size, ...)` of batch number `step` (the whole batch if `world_size` is 1)."
+        """This process's share `(batch_size // world_size, ...)` of batch number `step` (the whole batch if
+        `world_size` is 1)."""
         if self.fn is not None:
             batch = self.fn(step)
             if self.world_size == 1: return batch
             n = _col_len(batch)
             if n != self.batch_size:
-                raise ValueError(f"data(step) returned {n} rows, expected the global batch_size={self.batch_size}")
+                raise ValueError(f"data(step) returned {n} rows, "
+                                 f"expected the global batch_size={self.batch_size}")
             return take(batch, torch.arange(n)[self.rank_rows()])
         idx = self.indices(step)[self.rank_rows()]
         if _is_columns(self.data): return take(self.data, idx)
@@ -106,57 +117,73 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 # %% ../nbs/12_training.ipynb #42bc41b6
 def _b64(t: torch.Tensor) -> str: return base64.b64encode(t.cpu().numpy().tobytes()).decode('ascii')
-def _unb64(s: str) -> torch.Tensor: return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+def _unb64(s: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
 
 def get_rng_state() -> dict:
-    "The state of every global random number generator (Python, NumPy, torch CPU, torch CUDA) as a JSON-able dict."
+    """The state of every global random number generator (Python, NumPy, torch CPU, torch CUDA) as a JSON-able
+    dict."""
     v, st, gauss = random.getstate()
     npst = np.random.get_state()
-    d = {'python': [v, list(st), gauss], 'numpy': [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
+    d = {'python': [v, list(st), gauss],
+         'numpy': [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
          'torch': _b64(torch.get_rng_state())}
     if torch.cuda.is_available(): d['cuda'] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
     return d
 
 def set_rng_state(d: dict) -> None:
     "Restore generators from `get_rng_state()`'s dict."
-    v, st, gauss = d['python']; random.setstate((v, tuple(st), gauss))
-    n = d['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    v, st, gauss = d['python']
+    random.setstate((v, tuple(st), gauss))
+    n = d['numpy']
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
     torch.set_rng_state(_unb64(d['torch']))
     if 'cuda' in d and torch.cuda.is_available() and len(d['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([_unb64(s) for s in d['cuda']])
 
+# %% ../nbs/12_training.ipynb #ec3ca457
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    "Flatten an optimiser's state into `{'state.<param index>.<name>': tensor}` plus its JSON-able param groups."
+    """Flatten an optimiser's state into `{'state.<param index>.<name>': tensor}` plus its JSON-able param
+    groups."""
     sd = opt.state_dict()
-    tensors = {f'state.{i}.{k}': (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for i, st in sd['state'].items() for k, v in st.items()}
+    tensors = {f'state.{i}.{k}': (v if isinstance(v, torch.Tensor) else torch.tensor(v))
+               for i, st in sd['state'].items() for k, v in st.items()}
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd['param_groups']]
     return tensors, groups
 
-def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    "Load what `optimizer_to_tensors` wrote into `opt`, with a clear error if it belongs to different parameters."
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           groups: list[dict]) -> None:
+    """Load what `optimizer_to_tensors` wrote into `opt`, with a clear error if it belongs to different
+    parameters."""
     ours = opt.state_dict()['param_groups']
     if [len(g['params']) for g in ours] != [len(g['params']) for g in groups]:
-        raise ValueError(f"optimizer checkpoint has parameter groups of sizes {[len(g['params']) for g in groups]}, "
-                         f"but this model's optimizer has {[len(g['params']) for g in ours]}: the checkpoint belongs to a different model")
+        raise ValueError("optimizer checkpoint has parameter groups of sizes "
+                         f"{[len(g['params']) for g in groups]}, "
+                         f"but this model's optimizer has {[len(g['params']) for g in ours]}: "
+                         "the checkpoint belongs to a different model")
     state: dict[int, dict] = {}
     for key, v in tensors.items():
-        _, i, name = key.split('.', 2); state.setdefault(int(i), {})[name] = v
+        _, i, name = key.split('.', 2)
+        state.setdefault(int(i), {})[name] = v
     groups = [{k: (tuple(v) if k == 'betas' else v) for k, v in g.items()} for g in groups]
     try: opt.load_state_dict({'state': state, 'param_groups': groups})
     except Exception as e: raise ValueError(f"optimizer checkpoint does not match this model: {e}") from None
 
-def load_state_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str = 'model', strict: bool = True) -> None:
+def load_state_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str = 'model',
+                      strict: bool = True) -> None:
     "`module.load_state_dict(sd)` with a `ValueError` naming missing / unexpected keys and shape mismatches."
     own = module.state_dict()
     missing = [k for k in own if k not in sd] if strict else []
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sd if k in own and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        msg = '; '.join(f"{n} {v[:5]}{' ...' if len(v) > 5 else ''}" for n, v in
-                        (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if v)
+        found = (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes))
+        msg = '; '.join(f"{n} {v[:5]}{' ...' if len(v) > 5 else ''}" for n, v in found if v)
         raise ValueError(f"{what} checkpoint does not match the model: {msg}")
     module.load_state_dict(sd, strict=strict)
 
+# %% ../nbs/12_training.ipynb #ccccbc97
 CHECKPOINT_FORMAT = 'ldm_edu.training/1'
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -172,8 +199,8 @@ def _state_sha256(state: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 def checkpoint_problems(folder: str | Path) -> list[str]:
-    """Everything wrong with checkpoint `folder`, one message per damaged file (missing, wrong size, wrong SHA-256,
-    unreadable `trainer.json`); `[]` if every file matches the manifest in `trainer.json`."""
+    """Everything wrong with checkpoint `folder`, one message per damaged file (missing, wrong size, wrong
+    SHA-256, unreadable `trainer.json`); `[]` if every file matches the manifest in `trainer.json`."""
     d = Path(folder)
     try: state = load_json(d / 'trainer.json')
     except ValueError as e: return [str(e)]
@@ -181,19 +208,25 @@ def checkpoint_problems(folder: str | Path) -> list[str]:
         return [f"{d / 'trainer.json'} is not an ldm_edu trainer checkpoint"]
     problems = []
     if 'state_sha256' in state and _state_sha256(state) != state['state_sha256']:
-        problems.append(f"{d / 'trainer.json'} does not match the SHA-256 recorded in it (its contents were changed)")
+        problems.append(f"{d / 'trainer.json'} does not match the SHA-256 recorded in it "
+                        "(its contents were changed)")
     for name, rec in sorted((state.get('files') or {}).items()):
         p = d / name
-        if not p.is_file(): problems.append(f"{p} is missing"); continue
+        if not p.is_file():
+            problems.append(f"{p} is missing")
+            continue
         size = p.stat().st_size
         if size != rec['bytes']:
-            problems.append(f"{p} has {size} bytes but the manifest records {rec['bytes']} (truncated or overwritten)")
+            problems.append(f"{p} has {size} bytes but the manifest records {rec['bytes']} "
+                            "(truncated or overwritten)")
         elif file_sha256(p) != rec['sha256']:
             problems.append(f"{p} does not match its SHA-256 in the manifest (its bytes were changed)")
     return problems
 
+# %% ../nbs/12_training.ipynb #e1cb9786
 def checkpoint_candidates(path: str | Path) -> list[Path]:
-    "Complete checkpoint folders (with `trainer.json`) under `path`, newest first: `latest.json`'s target, then by step."
+    """Complete checkpoint folders (with `trainer.json`) under `path`, newest first: `latest.json`'s target,
+    then by step."""
     path = Path(path)
     if (path / 'trainer.json').is_file(): return [path]
     if not path.is_dir(): return []
@@ -207,8 +240,9 @@ def checkpoint_candidates(path: str | Path) -> list[Path]:
     return done
 
 def latest_checkpoint(path: str | Path, intact: bool = False) -> Path | None:
-    """The newest complete checkpoint folder under `path` (or `path` itself if it is one); None if there is none.
-    With `intact=True`, the newest one whose files all match their SHA-256 (see `checkpoint_problems`)."""
+    """The newest complete checkpoint folder under `path` (or `path` itself if it is one); None if there is
+    none. With `intact=True`, the newest one whose files all match their SHA-256 (see
+    `checkpoint_problems`)."""
     for d in checkpoint_candidates(path):
         if not intact or not checkpoint_problems(d): return d
     return None
@@ -304,26 +338,37 @@ class _LossModule(nn.Module):
 class NonFiniteLossError(FloatingPointError):
     "Raised when the loss or the gradient norm becomes NaN/inf; the weights are left at the last good step."
 
+def _check_trainer_args(precision: str, max_steps: int, ema_decay: float | None, ckpt_every: int | None,
+                        max_minutes: float | None, keep_checkpoints: int) -> None:
+    "The Trainer's argument checks, each a ValueError that names the argument."
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+    if max_steps < 0: raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
+    if ckpt_every is not None and ckpt_every < 1:
+        raise ValueError(f"ckpt_every must be >= 1 or None, got {ckpt_every}")
+    if max_minutes is not None and max_minutes <= 0:
+        raise ValueError(f"max_minutes must be > 0 or None, got {max_minutes}")
+    if keep_checkpoints < 2:
+        raise ValueError(f"keep_checkpoints must be >= 2 (an older checkpoint to fall back on if the newest "
+                         f"is damaged), got {keep_checkpoints}")
+
+# %% ../nbs/12_training.ipynb #d7c880a2
 class Trainer:
-    """Training loop, generic over `model` and `loss_fn(model, batch) -> (loss, logs: dict[str, float])`: one device, or one
-    process per device under `torchrun` (data parallel, when a process group is initialised; `batch_size` is then the
-    global batch, split evenly between the processes)."""
-    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, dict]], data: Any, *,
-                 batch_size: int = 64, max_steps: int = 1000, lr: float = 1e-3, weight_decay: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, grad_clip: float | None = 1.0,
-                 ema_decay: float | None = 0.999, precision: str = 'auto', device: str | torch.device | None = None,
-                 seed: int = 0, ckpt_dir: str | Path | None = None, ckpt_every: int | None = None, keep_checkpoints: int = 2,
-                 max_minutes: float | None = None, callbacks: Sequence[Callback] = (), progress: bool = True,
-                 shuffle: bool = True, desc: str = 'train', channels_last: bool = False, compile: bool = False,
+    """Training loop, generic over `model` and `loss_fn(model, batch) -> (loss, logs: dict[str, float])`: one
+    device, or one process per device under `torchrun` (data parallel, when a process group is initialised;
+    `batch_size` is then the global batch, split evenly between the processes)."""
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, dict]],
+                 data: Any, *, batch_size: int = 64, max_steps: int = 1000, lr: float = 1e-3,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0,
+                 grad_clip: float | None = 1.0, ema_decay: float | None = 0.999, precision: str = 'auto',
+                 device: str | torch.device | None = None, seed: int = 0, ckpt_dir: str | Path | None = None,
+                 ckpt_every: int | None = None, keep_checkpoints: int = 2, max_minutes: float | None = None,
+                 callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
+                 desc: str = 'train', channels_last: bool = False, compile: bool = False,
                  distributed: bool | None = None, find_unused_parameters: bool = True):
-        if precision not in _PRECISIONS: raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-        if max_steps < 0: raise ValueError(f"max_steps must be >= 0, got {max_steps}")
-        if ema_decay is not None and not 0.0 <= ema_decay < 1.0: raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
-        if ckpt_every is not None and ckpt_every < 1: raise ValueError(f"ckpt_every must be >= 1 or None, got {ckpt_every}")
-        if max_minutes is not None and max_minutes <= 0: raise ValueError(f"max_minutes must be > 0 or None, got {max_minutes}")
-        if keep_checkpoints < 2:
-            raise ValueError(f"keep_checkpoints must be >= 2 (an older checkpoint to fall back on if the newest is damaged), "
-                             f"got {keep_checkpoints}")
+        _check_trainer_args(precision, max_steps, ema_decay, ckpt_every, max_minutes, keep_checkpoints)
         self.device = get_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.rank, self.world_size = rank_world() if distributed is not False else (0, 1)
@@ -341,26 +386,12 @@ class Trainer:
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         self.ckpt_every, self.keep_checkpoints = ckpt_every, keep_checkpoints
         self.callbacks, self.progress, self.desc = list(callbacks), progress, desc
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params: raise ValueError("the model has no trainable parameters (requires_grad=True)")
-        self.param_names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.loss_module = _LossModule(torch.compile(self.model) if compile else self.model, loss_fn)
-        self.ddp = None
-        if self.distributed:                                  # broadcasts process 0's weights and buffers to all
-            self.ddp = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ddp_device_ids(self.device),
-                                                           find_unused_parameters=find_unused_parameters)
-        self.opt = torch.optim.AdamW(self.params, lr=lr, betas=tuple(betas), weight_decay=weight_decay,
-                                     **adamw_options(self.device))
-        self.scaler = torch.amp.GradScaler('cuda') if self.precision == 'fp16' else None
-        self.ema_model = None
-        if ema_decay is not None:                             # copied after DDP's broadcast: the same start everywhere
-            self.ema_model = copy.deepcopy(model).eval()
-            for p in self.ema_model.parameters(): p.requires_grad_(False)
-            own = dict(self.ema_model.named_parameters())
-            self._ema_pairs = [(own[n], p) for n, p in zip(self.param_names, self.params)]
+        self._setup_optimisation(model, loss_fn, betas, weight_decay, compile, find_unused_parameters)
         self.step, self.history, self.elapsed, self.stop_reason = 0, [], 0.0, None
         self.last_checkpoint: Path | None = None
         self._fresh = True
+
+    _ckpt_step: int = -1
 
     @property
     def is_main(self) -> bool:
@@ -375,205 +406,269 @@ class Trainer:
     @property
     def config(self) -> dict:
         "The trainer's settings (JSON-able)."
-        return dict(batch_size=self.batch_size, max_steps=self.max_steps, lr=self.lr, warmup_steps=self.warmup_steps,
-                    grad_clip=self.grad_clip, ema_decay=self.ema_decay, precision=self.precision, seed=self.seed,
-                    ckpt_every=self.ckpt_every, max_minutes=self.max_minutes, device=str(self.device),
-                    world_size=self.world_size)
+        return dict(batch_size=self.batch_size, max_steps=self.max_steps, lr=self.lr,
+                    warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, ema_decay=self.ema_decay,
+                    precision=self.precision, seed=self.seed, ckpt_every=self.ckpt_every,
+                    max_minutes=self.max_minutes, device=str(self.device), world_size=self.world_size)
 
-    def _autocast(self):
-        if self.precision == 'fp32': return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == 'bf16' else torch.float16)
+# %% ../nbs/12_training.ipynb #513d2cd6
+from .utils import patch_to
 
-    def _to_device(self, b: Any) -> Any:
-        if isinstance(b, torch.Tensor):
-            b = b.to(self.device, non_blocking=True)
-            return b.contiguous(memory_format=torch.channels_last) if self.channels_last and b.ndim == 4 else b
-        if isinstance(b, dict): return {k: self._to_device(v) for k, v in b.items()}
-        if isinstance(b, tuple): return tuple(self._to_device(v) for v in b)
-        if isinstance(b, list) and b and isinstance(b[0], torch.Tensor): return [self._to_device(v) for v in b]
-        return b
+@patch_to(Trainer)
+def _setup_optimisation(self, model: nn.Module, loss_fn: Callable, betas: tuple[float, float],
+                        weight_decay: float, compile: bool, find_unused_parameters: bool) -> None:
+    "Trainable parameters, the loss module (in DDP when distributed), AdamW, the GradScaler and the EMA copy."
+    self.params = [p for p in model.parameters() if p.requires_grad]
+    if not self.params: raise ValueError("the model has no trainable parameters (requires_grad=True)")
+    self.param_names = [n for n, p in model.named_parameters() if p.requires_grad]
+    self.loss_module = _LossModule(torch.compile(self.model) if compile else self.model, loss_fn)
+    self.ddp = None
+    if self.distributed:                                  # broadcasts process 0's weights and buffers to all
+        self.ddp = nn.parallel.DistributedDataParallel(self.loss_module,
+                                                       device_ids=ddp_device_ids(self.device),
+                                                       find_unused_parameters=find_unused_parameters)
+    self.opt = torch.optim.AdamW(self.params, lr=self.lr, betas=tuple(betas), weight_decay=weight_decay,
+                                 **adamw_options(self.device))
+    self.scaler = torch.amp.GradScaler('cuda') if self.precision == 'fp16' else None
+    self.ema_model = None
+    if self.ema_decay is not None:             # copied after DDP's broadcast: the same start everywhere
+        self.ema_model = copy.deepcopy(model).eval()
+        for p in self.ema_model.parameters(): p.requires_grad_(False)
+        own = dict(self.ema_model.named_parameters())
+        self._ema_pairs = [(own[n], p) for n, p in zip(self.param_names, self.params)]
 
-    @torch.no_grad()
-    def _ema_update(self) -> None:
-        if self.ema_model is None: return
-        d = ema_decay_at(self.step, self.ema_decay)
-        for pe, p in self._ema_pairs: pe.lerp_(p.detach().to(pe.dtype), 1.0 - d)
-        for be, b in zip(self.ema_model.buffers(), self.model.buffers()): be.copy_(b)
+# %% ../nbs/12_training.ipynb #79a5a6bb
+@patch_to(Trainer)
+def _autocast(self):
+    if self.precision == 'fp32': return torch.autocast(self.device.type, enabled=False)
+    dtype = torch.bfloat16 if self.precision == 'bf16' else torch.float16
+    return torch.autocast(self.device.type, dtype=dtype)
 
-    def _nonfinite(self, what: str, value: float, step: int, logs: dict, ranks: Sequence[int] = ()) -> None:
-        good = f"the last good checkpoint is {self.last_checkpoint} (step {self._ckpt_step})" if self.last_checkpoint else "no checkpoint was written yet"
-        where = f" in process(es) {list(ranks)} of {self.world_size}" if self.distributed and ranks else ''
-        raise NonFiniteLossError(f"{what} is {value} at step {step + 1}{where} (logs: {logs}); "
-                                 f"training stopped before updating the weights, "
-                                 f"{good}. Try a lower learning rate, stronger gradient clipping or precision='fp32', then resume.")
+@patch_to(Trainer)
+def _to_device(self, b: Any) -> Any:
+    if isinstance(b, torch.Tensor):
+        b = b.to(self.device, non_blocking=True)
+        return b.contiguous(memory_format=torch.channels_last) if self.channels_last and b.ndim == 4 else b
+    if isinstance(b, dict): return {k: self._to_device(v) for k, v in b.items()}
+    if isinstance(b, tuple): return tuple(self._to_device(v) for v in b)
+    if isinstance(b, list) and b and isinstance(b[0], torch.Tensor): return [self._to_device(v) for v in b]
+    return b
 
-    def _reduce_logs(self, lval: float, logs: dict) -> tuple[float, dict, list[int]]:
-        "Average the loss and logs over the processes, and find the ranks whose loss was not finite (one all-reduce)."
-        keys = sorted(logs)
-        bad = torch.zeros(self.world_size, dtype=torch.float64)
-        bad[self.rank] = 0.0 if math.isfinite(lval) else 1.0
-        own = [lval if math.isfinite(lval) else 0.0] + [logs[k] for k in keys]
-        vec = torch.cat([torch.tensor(own, dtype=torch.float64), bad])
-        vec = vec.to(self.device)
-        dist.all_reduce(vec)
-        vec = vec.cpu()
-        ranks = [r for r in range(self.world_size) if vec[1 + len(keys) + r] > 0]
-        mean = (vec[:1 + len(keys)] / self.world_size).tolist()
-        return (float('nan') if ranks else mean[0]), dict(zip(keys, mean[1:])), ranks
+@patch_to(Trainer)
+@torch.no_grad()
+def _ema_update(self) -> None:
+    if self.ema_model is None: return
+    d = ema_decay_at(self.step, self.ema_decay)
+    for pe, p in self._ema_pairs: pe.lerp_(p.detach().to(pe.dtype), 1.0 - d)
+    for be, b in zip(self.ema_model.buffers(), self.model.buffers()): be.copy_(b)
 
-    def _any_process(self, flag: bool) -> bool:
-        "True on every process if `flag` is True on any (a process leaving the loop alone would leave the others waiting)."
-        if not self.distributed: return flag
-        t = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+# %% ../nbs/12_training.ipynb #87ee7176
+@patch_to(Trainer)
+def _nonfinite(self, what: str, value: float, step: int, logs: dict, ranks: Sequence[int] = ()) -> None:
+    good = (f"the last good checkpoint is {self.last_checkpoint} (step {self._ckpt_step})"
+            if self.last_checkpoint else "no checkpoint was written yet")
+    where = f" in process(es) {list(ranks)} of {self.world_size}" if self.distributed and ranks else ''
+    raise NonFiniteLossError(f"{what} is {value} at step {step + 1}{where} (logs: {logs}); "
+                             f"training stopped before updating the weights, "
+                             f"{good}. Try a lower learning rate, stronger gradient clipping or "
+                             "precision='fp32', then resume.")
 
-    def train_step(self, step: int) -> dict:
-        "Run optimiser step number `step` (0-indexed); returns its log entry (loss and logs averaged over processes)."
-        batch = self._to_device(self.batches(step))
-        lr = warmup_lr(step, self.lr, self.warmup_steps)
-        for g in self.opt.param_groups: g['lr'] = lr
-        with self._autocast(): loss, logs = (self.ddp or self.loss_module)(batch)
-        logs = {k: float(v) for k, v in (logs or {}).items()}
-        lval, ranks = float(loss.detach().float()), []
-        if self.distributed: lval, logs, ranks = self._reduce_logs(lval, logs)
-        if not math.isfinite(lval): self._nonfinite('the loss', lval, step, logs, ranks)
-        self.opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss.float()).backward(); self.scaler.unscale_(self.opt)
-        else: loss.float().backward()                     # under DDP: gradients averaged over the processes here
-        gn = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip else float('inf'))
-        gnv = float(gn)                                   # identical on every process (same averaged gradients)
-        if self.scaler is None and not math.isfinite(gnv): self._nonfinite('the gradient norm', gnv, step, logs)
-        if self.scaler is not None: self.scaler.step(self.opt); self.scaler.update()
-        else: self.opt.step()
-        self.step = step + 1
-        self._ema_update()
-        return {'step': self.step, 'loss': lval, 'lr': lr, 'grad_norm': gnv, **logs}
+@patch_to(Trainer)
+def _reduce_logs(self, lval: float, logs: dict) -> tuple[float, dict, list[int]]:
+    """Average the loss and logs over the processes, and find the ranks whose loss was not finite (one
+    all-reduce)."""
+    keys = sorted(logs)
+    bad = torch.zeros(self.world_size, dtype=torch.float64)
+    bad[self.rank] = 0.0 if math.isfinite(lval) else 1.0
+    own = [lval if math.isfinite(lval) else 0.0] + [logs[k] for k in keys]
+    vec = torch.cat([torch.tensor(own, dtype=torch.float64), bad])
+    vec = vec.to(self.device)
+    dist.all_reduce(vec)
+    vec = vec.cpu()
+    ranks = [r for r in range(self.world_size) if vec[1 + len(keys) + r] > 0]
+    mean = (vec[:1 + len(keys)] / self.world_size).tolist()
+    return (float('nan') if ranks else mean[0]), dict(zip(keys, mean[1:])), ranks
 
-    def fit(self) -> list[dict]:
-        "Train from `self.step` up to `max_steps` (or until `max_minutes`); returns the history of log entries."
-        from tqdm import tqdm
-        if self._fresh and self.step == 0: set_seed(rank_seed(self.seed, self.rank))
-        self._fresh = False
-        self.model.train(); self.stop_reason = None
-        for cb in self.callbacks: cb.on_fit_start(self)
-        t0 = last = time.perf_counter(); ips = None
-        bar = tqdm(total=self.max_steps, initial=self.step, desc=self.desc,
-                   disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=True)
-        try:
-            while self.step < self.max_steps:
-                over = self.max_minutes is not None and time.perf_counter() - t0 > 60 * self.max_minutes
-                if self.max_minutes is not None and self._any_process(over):
-                    self.stop_reason = 'time'; break
-                entry = self.train_step(self.step)
-                now = time.perf_counter(); inst = self.batch_size / max(now - last, 1e-9); last = now
-                ips = inst if ips is None else 0.9 * ips + 0.1 * inst
-                self.history.append(entry)
-                bar.update(1); bar.set_postfix(loss=f"{entry['loss']:.4f}", img_s=f"{ips:.0f}", refresh=False)
-                for cb in self.callbacks: cb.on_step_end(self)
-                if self.ckpt_dir is not None and self.ckpt_every and self.step % self.ckpt_every == 0: self.save_checkpoint()
-        finally:
-            bar.close()
-            self.elapsed += time.perf_counter() - t0
-        self.stop_reason = self.stop_reason or 'max_steps'
-        self.images_per_s = ips
-        if self.ckpt_dir is not None and (self.last_checkpoint is None or self._ckpt_step != self.step): self.save_checkpoint()
-        for cb in self.callbacks: cb.on_fit_end(self)
-        return self.history
+@patch_to(Trainer)
+def _any_process(self, flag: bool) -> bool:
+    """True on every process if `flag` is True on any (a process leaving the loop alone would leave the others
+    waiting)."""
+    if not self.distributed: return flag
+    t = torch.tensor([float(flag)], device=self.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
-    _ckpt_step: int = -1
+# %% ../nbs/12_training.ipynb #70990b2d
+@patch_to(Trainer)
+def train_step(self, step: int) -> dict:
+    """Run optimiser step number `step` (0-indexed); returns its log entry (loss and logs averaged over
+    processes)."""
+    batch = self._to_device(self.batches(step))
+    lr = warmup_lr(step, self.lr, self.warmup_steps)
+    for g in self.opt.param_groups: g['lr'] = lr
+    with self._autocast(): loss, logs = (self.ddp or self.loss_module)(batch)
+    logs = {k: float(v) for k, v in (logs or {}).items()}
+    lval, ranks = float(loss.detach().float()), []
+    if self.distributed: lval, logs, ranks = self._reduce_logs(lval, logs)
+    if not math.isfinite(lval): self._nonfinite('the loss', lval, step, logs, ranks)
+    self.opt.zero_grad(set_to_none=True)
+    if self.scaler is not None:
+        self.scaler.scale(loss.float()).backward()
+        self.scaler.unscale_(self.opt)
+    else: loss.float().backward()                     # under DDP: gradients averaged over the processes here
+    gn = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip else float('inf'))
+    gnv = float(gn)                                   # identical on every process (same averaged gradients)
+    if self.scaler is None and not math.isfinite(gnv): self._nonfinite('the gradient norm', gnv, step, logs)
+    if self.scaler is not None:
+        self.scaler.step(self.opt)
+        self.scaler.update()
+    else: self.opt.step()
+    self.step = step + 1
+    self._ema_update()
+    return {'step': self.step, 'loss': lval, 'lr': lr, 'grad_norm': gnv, **logs}
 
-    def save_checkpoint(self, ckpt_dir: str | Path | None = None) -> Path:
-        """Write model, EMA, optimiser and trainer state to `ckpt_dir/checkpoint-<step>/` atomically, each file's size and
-        SHA-256 in `trainer.json`; returns that folder. With several processes every one must call it (it gathers their
-        random states); only process 0 writes."""
-        root = Path(ckpt_dir) if ckpt_dir is not None else self.ckpt_dir
-        if root is None: raise ValueError("save_checkpoint needs a folder: pass ckpt_dir here or to the Trainer")
-        d = root / f'checkpoint-{self.step:08d}'
-        rngs = [get_rng_state()]
-        if self.distributed:
-            rngs = [None] * self.world_size
-            dist.all_gather_object(rngs, get_rng_state())
-        if self.is_main: self._write_checkpoint(root, d, rngs)
-        if self.distributed: dist.barrier()                 # the folder exists for everyone once this returns
-        self.last_checkpoint, self._ckpt_step = d, self.step
-        return d
+# %% ../nbs/12_training.ipynb #616ae579
+@patch_to(Trainer)
+def fit(self) -> list[dict]:
+    "Train from `self.step` up to `max_steps` (or until `max_minutes`); returns the history of log entries."
+    from tqdm import tqdm
+    if self._fresh and self.step == 0: set_seed(rank_seed(self.seed, self.rank))
+    self._fresh = False
+    self.model.train()
+    self.stop_reason = None
+    for cb in self.callbacks: cb.on_fit_start(self)
+    t0 = last = time.perf_counter()
+    ips = None
+    bar = tqdm(total=self.max_steps, initial=self.step, desc=self.desc,
+               disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=True)
+    try:
+        while self.step < self.max_steps:
+            over = self.max_minutes is not None and time.perf_counter() - t0 > 60 * self.max_minutes
+            if self.max_minutes is not None and self._any_process(over):
+                self.stop_reason = 'time'
+                break
+            entry = self.train_step(self.step)
+            now = time.perf_counter()
+            inst = self.batch_size / max(now - last, 1e-9)
+            last = now
+            ips = inst if ips is None else 0.9 * ips + 0.1 * inst
+            self.history.append(entry)
+            bar.update(1)
+            bar.set_postfix(loss=f"{entry['loss']:.4f}", img_s=f"{ips:.0f}", refresh=False)
+            for cb in self.callbacks: cb.on_step_end(self)
+            if self.ckpt_dir is not None and self.ckpt_every and self.step % self.ckpt_every == 0:
+                self.save_checkpoint()
+    finally:
+        bar.close()
+        self.elapsed += time.perf_counter() - t0
+    self.stop_reason = self.stop_reason or 'max_steps'
+    self.images_per_s = ips
+    if self.ckpt_dir is not None and (self.last_checkpoint is None or self._ckpt_step != self.step):
+        self.save_checkpoint()
+    for cb in self.callbacks: cb.on_fit_end(self)
+    return self.history
 
-    def _write_checkpoint(self, root: Path, d: Path, rngs: list[dict]) -> None:
-        if d.exists(): shutil.rmtree(d)
-        files = {'model.safetensors': self.model.state_dict()}
-        if self.ema_model is not None:
-            keep = set(self.param_names) | {n for n, _ in self.ema_model.named_buffers()}
-            files['ema.safetensors'] = {k: v for k, v in self.ema_model.state_dict().items() if k in keep}
-        tens, groups = optimizer_to_tensors(self.opt)
-        files['optimizer.safetensors'] = tens
-        manifest = {}
-        for name, tensors in files.items():
-            atomic_save_safetensors(tensors, d / name)
-            manifest[name] = {'bytes': (d / name).stat().st_size, 'sha256': file_sha256(d / name)}
-        state = {'step': self.step, 'history': self.history, 'elapsed': self.elapsed, 'config': self.config,
-                 'param_groups': groups, 'scaler': self.scaler.state_dict() if self.scaler is not None else None,
-                 'rng': rngs[0], 'files': manifest, 'format': CHECKPOINT_FORMAT}
-        if len(rngs) > 1: state['rng_ranks'] = rngs
-        state = json.loads(json.dumps(state))                # exactly what load_json will read back
-        state['state_sha256'] = _state_sha256(state)
-        atomic_write_json(state, d / 'trainer.json')          # written last: marks the folder complete
-        atomic_write_json({'checkpoint': d.name, 'step': self.step}, root / 'latest.json')
-        older = sorted(p for p in root.glob('checkpoint-*') if p.is_dir() and p.name < d.name)
-        kept = [p for p in older if (p / 'trainer.json').is_file()][-(self.keep_checkpoints - 1):]
-        for old in older:                                     # keep `keep_checkpoints` complete ones, d included
-            if old not in kept: shutil.rmtree(old, ignore_errors=True)
+# %% ../nbs/12_training.ipynb #cff03aa6
+@patch_to(Trainer)
+def save_checkpoint(self, ckpt_dir: str | Path | None = None) -> Path:
+    """Write model, EMA, optimiser and trainer state to `ckpt_dir/checkpoint-<step>/` atomically, each file's
+    size and SHA-256 in `trainer.json`; returns that folder. With several processes every one must call it (it
+    gathers their random states); only process 0 writes."""
+    root = Path(ckpt_dir) if ckpt_dir is not None else self.ckpt_dir
+    if root is None: raise ValueError("save_checkpoint needs a folder: pass ckpt_dir here or to the Trainer")
+    d = root / f'checkpoint-{self.step:08d}'
+    rngs = [get_rng_state()]
+    if self.distributed:
+        rngs = [None] * self.world_size
+        dist.all_gather_object(rngs, get_rng_state())
+    if self.is_main: self._write_checkpoint(root, d, rngs)
+    if self.distributed: dist.barrier()                 # the folder exists for everyone once this returns
+    self.last_checkpoint, self._ckpt_step = d, self.step
+    return d
 
-    def _choose_checkpoint(self, path: str | Path) -> tuple[Path | None, str | None]:
-        "(the newest intact checkpoint under `path`, None), or (None, an error message naming every damaged file)."
-        cands = checkpoint_candidates(path)
-        if not cands:
-            return None, f"no complete checkpoint (a checkpoint-*/ folder with trainer.json) found at {path}"
-        damaged = []
-        for d in cands:
-            problems = checkpoint_problems(d)
-            if not problems:
-                if damaged:
-                    warnings.warn(f"skipping damaged checkpoint(s): {'; '.join(damaged)}; resuming from {d} instead",
-                                  stacklevel=3)
-                return d, None
-            damaged += problems
-        return None, f"no intact checkpoint at {path}: {'; '.join(damaged)}"
+@patch_to(Trainer)
+def _write_checkpoint(self, root: Path, d: Path, rngs: list[dict]) -> None:
+    if d.exists(): shutil.rmtree(d)
+    files = {'model.safetensors': self.model.state_dict()}
+    if self.ema_model is not None:
+        keep = set(self.param_names) | {n for n, _ in self.ema_model.named_buffers()}
+        files['ema.safetensors'] = {k: v for k, v in self.ema_model.state_dict().items() if k in keep}
+    tens, groups = optimizer_to_tensors(self.opt)
+    files['optimizer.safetensors'] = tens
+    manifest = {}
+    for name, tensors in files.items():
+        atomic_save_safetensors(tensors, d / name)
+        manifest[name] = {'bytes': (d / name).stat().st_size, 'sha256': file_sha256(d / name)}
+    state = {'step': self.step, 'history': self.history, 'elapsed': self.elapsed, 'config': self.config,
+             'param_groups': groups, 'scaler': self.scaler.state_dict() if self.scaler is not None else None,
+             'rng': rngs[0], 'files': manifest, 'format': CHECKPOINT_FORMAT}
+    if len(rngs) > 1: state['rng_ranks'] = rngs
+    state = json.loads(json.dumps(state))                # exactly what load_json will read back
+    state['state_sha256'] = _state_sha256(state)
+    atomic_write_json(state, d / 'trainer.json')          # written last: marks the folder complete
+    atomic_write_json({'checkpoint': d.name, 'step': self.step}, root / 'latest.json')
+    older = sorted(p for p in root.glob('checkpoint-*') if p.is_dir() and p.name < d.name)
+    kept = [p for p in older if (p / 'trainer.json').is_file()][-(self.keep_checkpoints - 1):]
+    for old in older:                                     # keep `keep_checkpoints` complete ones, d included
+        if old not in kept: shutil.rmtree(old, ignore_errors=True)
 
-    def load_checkpoint(self, path: str | Path) -> Path:
-        """Restore everything from checkpoint folder `path`, or from the newest *intact* one under `path`: a newer one with
-        a file missing, truncated or changed (its SHA-256 differs from the manifest) is skipped with a warning naming the
-        file. With several processes every one calls it: process 0 chooses the folder, all load the same one."""
-        d, err = self._choose_checkpoint(path) if self.is_main else (None, None)
-        if self.distributed:
-            box = [None if d is None else str(d), err]
-            dist.broadcast_object_list(box, src=0)
-            d, err = (None if box[0] is None else Path(box[0])), box[1]
-        if err is not None: raise ValueError(err)
-        state = load_json(d / 'trainer.json')
-        load_state_strict(self.model, load_safetensors(d / 'model.safetensors', self.device), 'model')
-        if self.ema_model is not None:
-            if (d / 'ema.safetensors').is_file():
-                ema = load_safetensors(d / 'ema.safetensors', self.device)
-                missing = [n for n in self.param_names if n not in ema]
-                if missing: raise ValueError(f"EMA checkpoint does not match the model: missing {missing[:5]}")
-                load_state_strict(self.ema_model, ema, 'EMA', strict=False)
-            else: self.ema_model.load_state_dict(self.model.state_dict())
-        optimizer_from_tensors(self.opt, load_safetensors(d / 'optimizer.safetensors', self.device), state['param_groups'])
-        if self.scaler is not None and state.get('scaler'): self.scaler.load_state_dict(state['scaler'])
-        saved_world = state['config'].get('world_size', 1)
-        if saved_world == self.world_size:
-            set_rng_state(state['rng_ranks'][self.rank] if self.world_size > 1 else state['rng'])
-        else:
-            set_seed(rank_seed(self.seed, self.rank, state['step']))
-            if self.is_main:
-                warnings.warn(f"{d.name} was written by {saved_world} process(es) and is resumed by {self.world_size}: "
-                              "batches, weights, EMA and optimiser state continue exactly (batch_size is the global batch), "
-                              "the random streams are reseeded per process from (seed, step, rank)", stacklevel=2)
-        self.step, self.history, self.elapsed = state['step'], state['history'], state['elapsed']
-        self.last_checkpoint, self._ckpt_step, self._fresh = d, self.step, False
-        return d
+# %% ../nbs/12_training.ipynb #9abfe077
+@patch_to(Trainer)
+def _choose_checkpoint(self, path: str | Path) -> tuple[Path | None, str | None]:
+    """(the newest intact checkpoint under `path`, None), or (None, an error message naming every damaged
+    file)."""
+    cands = checkpoint_candidates(path)
+    if not cands:
+        return None, f"no complete checkpoint (a checkpoint-*/ folder with trainer.json) found at {path}"
+    damaged = []
+    for d in cands:
+        problems = checkpoint_problems(d)
+        if not problems:
+            if damaged:
+                warnings.warn(f"skipping damaged checkpoint(s): {'; '.join(damaged)}; "
+                              f"resuming from {d} instead", stacklevel=3)
+            return d, None
+        damaged += problems
+    return None, f"no intact checkpoint at {path}: {'; '.join(damaged)}"
+
+@patch_to(Trainer)
+def load_checkpoint(self, path: str | Path) -> Path:
+    """Restore everything from checkpoint folder `path`, or from the newest *intact* one under `path`: a newer
+    one with a file missing, truncated or changed (its SHA-256 differs from the manifest) is skipped with a
+    warning naming the file. With several processes every one calls it: process 0 chooses the folder, all load
+    the same one."""
+    d, err = self._choose_checkpoint(path) if self.is_main else (None, None)
+    if self.distributed:
+        box = [None if d is None else str(d), err]
+        dist.broadcast_object_list(box, src=0)
+        d, err = (None if box[0] is None else Path(box[0])), box[1]
+    if err is not None: raise ValueError(err)
+    state = load_json(d / 'trainer.json')
+    load_state_strict(self.model, load_safetensors(d / 'model.safetensors', self.device), 'model')
+    if self.ema_model is not None:
+        if (d / 'ema.safetensors').is_file():
+            ema = load_safetensors(d / 'ema.safetensors', self.device)
+            missing = [n for n in self.param_names if n not in ema]
+            if missing:
+                raise ValueError(f"EMA checkpoint does not match the model: missing {missing[:5]}")
+            load_state_strict(self.ema_model, ema, 'EMA', strict=False)
+        else: self.ema_model.load_state_dict(self.model.state_dict())
+    optimizer_from_tensors(self.opt, load_safetensors(d / 'optimizer.safetensors', self.device),
+                           state['param_groups'])
+    if self.scaler is not None and state.get('scaler'): self.scaler.load_state_dict(state['scaler'])
+    saved_world = state['config'].get('world_size', 1)
+    if saved_world == self.world_size:
+        set_rng_state(state['rng_ranks'][self.rank] if self.world_size > 1 else state['rng'])
+    else:
+        set_seed(rank_seed(self.seed, self.rank, state['step']))
+        if self.is_main:
+            warnings.warn(f"{d.name} was written by {saved_world} process(es) and is resumed by "
+                          f"{self.world_size}: batches, weights, EMA and optimiser state continue exactly "
+                          "(batch_size is the global batch), the random streams are reseeded per process "
+                          "from (seed, step, rank)", stacklevel=2)
+    self.step, self.history, self.elapsed = state['step'], state['history'], state['elapsed']
+    self.last_checkpoint, self._ckpt_step, self._fresh = d, self.step, False
+    return d
 
 # %% ../nbs/12_training.ipynb #b2c0d001
 class DistInfo(NamedTuple):
