@@ -83,68 +83,111 @@ def _sync(device: torch.device) -> None:
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
 # %% ../nbs/19_benchmarks.ipynb #9e3c13d9
-def bench_unet(config: dict | None = None, device: str | None = None, batch: int = 256, steps: int = 20, warmup: int = 3,
-               compile: bool = False, channels_last: bool = False, dtype: str = 'bf16', size: int = 16, context_len: int = 16,
-               seed: int = 0, models: tuple[str, ...] = ('ours', 'diffusers')) -> dict:
-    """Time one training step (forward, backward, AdamW — fused on CUDA) of our UNet and of diffusers' `UNet2DConditionModel`
-    built from the same config with the same weights, in one run. The steps of the two models alternate, so that a
-    change in machine load affects both alike; the median step time is reported.
-
-    Returns a dict with, per model: `images_per_s`, `step_ms` (median), `peak_mem_gb` (CUDA: peak memory allocated during a step
-    above what was allocated before it — activations, gradients, optimizer temporaries; None on CPU), `tflops` (achieved, from the counted FLOPs of forward + backward), `flops_per_step`; plus `ratio`
-    (ours / diffusers images/s), `max_abs_diff` (outputs of the two models on the first batch, float32) and the settings."""
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if dtype not in ('bf16', 'fp32'): raise ValueError(f"dtype must be 'bf16' or 'fp32', got {dtype!r}")
-    if batch < 1 or steps < 1 or warmup < 0: raise ValueError("batch and steps must be >= 1 and warmup >= 0")
-    config = dict(COURSE_CONFIG if config is None else config)
-    if device.type == 'cuda' and dtype == 'fp32':
-        torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True
+def _build_models(config: dict, seed: int, models: tuple[str, ...], device: torch.device,
+                  channels_last: bool) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """Our `UNet` for `config` with random weights (seed `seed`), and the models named in `models`:
+    'ours' and/or 'diffusers' (a `UNet2DConditionModel` with the same weights), moved to `device`, in
+    training mode."""
     torch.manual_seed(seed)
     ours = randomize_weights_(UNet.from_config(config), seed)
     built = {}
-    if 'ours' in models: built['ours'] = ours
-    if 'diffusers' in models: built['diffusers'] = DiffusersAdapter(unet_to_diffusers(ours))
+    if 'ours' in models:
+        built['ours'] = ours
+    if 'diffusers' in models:
+        built['diffusers'] = DiffusersAdapter(unet_to_diffusers(ours))
     mf = torch.channels_last if channels_last else torch.preserve_format
-    for m in built.values(): m.to(device=device, memory_format=mf).train()
-    inp = make_inputs(config, batch, size, context_len, device, seed, channels_last)
+    for m in built.values():
+        m.to(device=device, memory_format=mf).train()
+    return ours, built
 
-    max_abs_diff = None
-    if len(built) == 2:
-        with torch.no_grad():
-            n = min(batch, 4)
-            o = [m(inp['x'][:n], inp['t'][:n], context=inp['context'][:n] if 'context' in inp else None,
-                   y=inp['y'][:n] if 'y' in inp else None).float() for m in built.values()]
-        max_abs_diff = (o[0] - o[1]).abs().max().item()
+def _max_output_diff(built: dict[str, nn.Module], inp: dict) -> float | None:
+    """Largest |difference| of the two models' outputs `(n, C, H, W)` (float32, no autocast) on the first
+    n = min(B, 4) inputs of the batch `inp`; None when only one model was built."""
+    if len(built) != 2:
+        return None
+    n = min(len(inp['x']), 4)
+    context = inp['context'][:n] if 'context' in inp else None
+    y = inp['y'][:n] if 'y' in inp else None
+    with torch.no_grad():
+        o = [m(inp['x'][:n], inp['t'][:n], context=context, y=y).float() for m in built.values()]
+    return (o[0] - o[1]).abs().max().item()
 
-    flops = {k: count_train_flops(m, inp, device, dtype) for k, m in built.items()}
-    opts, steppers = {}, {}
-    for k, m in built.items():
-        opts[k] = torch.optim.AdamW(m.parameters(), lr=1e-4, **({'fused': True} if device.type == 'cuda' else {}))
-        fwd = torch.compile(m) if compile else m
-        steppers[k] = (lambda fwd=fwd, opt=opts[k]: train_step(fwd, opt, inp, device, dtype))
+
+# %% ../nbs/19_benchmarks.ipynb #12ea79aa
+def _time_steps(steppers: dict, steps: int, warmup: int,
+                device: torch.device) -> tuple[dict[str, list[float]], dict[str, float | None]]:
+    """Call each of `steppers` (name -> one training step) `warmup` times untimed, then `steps` times
+    timed, the models alternating. Returns per model the step times in seconds, and on CUDA the peak memory
+    in GiB allocated during a step above what was allocated before it (None on a CPU)."""
     for _ in range(warmup):
-        for k in built: steppers[k]()
-    _sync(device)
-    times = {k: [] for k in built}
-    peak = {k: None for k in built}
-    for _ in range(steps):
-        for k in built:
-            if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device); base = torch.cuda.memory_allocated(device)
-            _sync(device); t0 = time.perf_counter()
+        for k in steppers:
             steppers[k]()
-            _sync(device); times[k].append(time.perf_counter() - t0)
+    _sync(device)
+    times = {k: [] for k in steppers}
+    peak = {k: None for k in steppers}
+    for _ in range(steps):
+        for k in steppers:
+            if device.type == 'cuda':
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            _sync(device)
+            t0 = time.perf_counter()
+            steppers[k]()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
             if device.type == 'cuda':
                 peak[k] = max(peak[k] or 0.0, (torch.cuda.max_memory_allocated(device) - base) / 2**30)
-    res = dict(device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
-               batch=batch, steps=steps, warmup=warmup, compile=compile, channels_last=channels_last, dtype=dtype,
-               size=size, context_len=context_len, torch=torch.__version__, params=sum(p.numel() for p in ours.parameters()),
+    return times, peak
+
+
+# %% ../nbs/19_benchmarks.ipynb #797de257
+def bench_unet(config: dict | None = None, device: str | None = None, batch: int = 256, steps: int = 20,
+               warmup: int = 3, compile: bool = False, channels_last: bool = False, dtype: str = 'bf16',
+               size: int = 16, context_len: int = 16, seed: int = 0,
+               models: tuple[str, ...] = ('ours', 'diffusers')) -> dict:
+    """Time one training step (forward, backward, AdamW — fused on CUDA) of our UNet and of diffusers'
+    `UNet2DConditionModel` built from the same config with the same weights, in one run, on latents
+    `(batch, C, size, size)` and a context `(batch, context_len, D)`. The steps of the two models alternate,
+    so that a change in machine load affects both alike; the median step time is reported.
+
+    Returns a dict with, per model: `images_per_s`, `step_ms` (median), `peak_mem_gb` (CUDA: peak memory
+    allocated during a step above what was allocated before it — activations, gradients, optimizer
+    temporaries; None on CPU), `tflops` (achieved, from the counted FLOPs of forward + backward),
+    `flops_per_step`; plus `ratio` (ours / diffusers images/s), `max_abs_diff` (outputs of the two models on
+    the first batch, float32) and the settings."""
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if dtype not in ('bf16', 'fp32'):
+        raise ValueError(f"dtype must be 'bf16' or 'fp32', got {dtype!r}")
+    if batch < 1 or steps < 1 or warmup < 0:
+        raise ValueError("batch and steps must be >= 1 and warmup >= 0")
+    config = dict(COURSE_CONFIG if config is None else config)
+    if device.type == 'cuda' and dtype == 'fp32':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ours, built = _build_models(config, seed, models, device, channels_last)
+    inp = make_inputs(config, batch, size, context_len, device, seed, channels_last)
+    max_abs_diff = _max_output_diff(built, inp)
+    flops = {k: count_train_flops(m, inp, device, dtype) for k, m in built.items()}
+    steppers = {}
+    for k, m in built.items():
+        fused = {'fused': True} if device.type == 'cuda' else {}
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4, **fused)
+        fwd = torch.compile(m) if compile else m
+        steppers[k] = (lambda fwd=fwd, opt=opt: train_step(fwd, opt, inp, device, dtype))
+    times, peak = _time_steps(steppers, steps, warmup, device)
+    device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
+    res = dict(device=str(device), device_name=device_name, batch=batch, steps=steps, warmup=warmup,
+               compile=compile, channels_last=channels_last, dtype=dtype, size=size, context_len=context_len,
+               torch=torch.__version__, params=sum(p.numel() for p in ours.parameters()),
                max_abs_diff=max_abs_diff, config=config)
     for k in built:
         med = statistics.median(times[k])
-        res[k] = dict(step_ms=1e3 * med, images_per_s=batch / med, peak_mem_gb=peak[k], flops_per_step=flops[k],
-                      tflops=flops[k] / med / 1e12)
-    if len(built) == 2: res['ratio'] = res['ours']['images_per_s'] / res['diffusers']['images_per_s']
+        res[k] = dict(step_ms=1e3 * med, images_per_s=batch / med, peak_mem_gb=peak[k],
+                      flops_per_step=flops[k], tflops=flops[k] / med / 1e12)
+    if len(built) == 2:
+        res['ratio'] = res['ours']['images_per_s'] / res['diffusers']['images_per_s']
     return res
+
 
 # %% ../nbs/19_benchmarks.ipynb #7b97fcf4
 def format_results(res: dict) -> str:
