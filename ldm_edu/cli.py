@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .utils import Timer, atomic_write_json, get_device, load_json, load_safetensors, atomic_save_safetensors
-from .utils import save_image_grid, set_seed
+from .utils import save_captioned_grid, save_image_grid, set_seed
 from .schedules import NoiseSchedule
 from .vae import AutoencoderKL
 from .unet import UNet
@@ -24,7 +24,7 @@ from .ldm import LatentDiffusion, autoencoder_loss_fn, latent_scale_factor, layo
 __all__ = ['PRESETS', 'DATASETS', 'CLASS_DATASETS', 'DATASET_DEFAULTS', 'default_preset', 'hardware', 'load_data',
            'is_class_conditional', 'eval_prompts', 'prompt_accuracy', 'reconstruction_accuracy', 'build_vae',
            'build_ldm', 'CLIError', 'mnist_classifier', 'label_accuracy_of', 'evaluate_model', 'CosineLR', 'StageETA',
-           'train', 'save_captioned_grid', 'sample_cmd', 'evaluate_cmd', 'main']
+           'train', 'sample_cmd', 'evaluate_cmd', 'main']
 
 # %% ../nbs/18_cli.ipynb #a01003ce
 # f = 2: a 32x32x3 image -> a 16x16x4 latent. Measured on 2 shared CPU cores (notebook 18, "The real thing"): an f = 4
@@ -338,7 +338,9 @@ def _train_diffusion(cfg: dict, run: Path, ds: dict, vae: AutoencoderKL, scale: 
     ldm = build_ldm(cfg, vae, ds['classes'] if classes else ds['captions'])
     fixed = torch.arange(20) % 10 if classes else eval_prompts(cfg, 'heldout', 8)
     draw = lambda m: m.generate(fixed, steps=cfg['eval_steps'], guidance=cfg['guidance'], seed=0)
-    grids = SampleGrid(draw, every=cfg['sample_every'], out_dir=run / 'samples', nrow=10 if classes else 8)
+    captions = [str(int(k)) for k in fixed] if classes else list(fixed)
+    grids = SampleGrid(draw, every=cfg['sample_every'], out_dir=run / 'samples', nrow=10 if classes else 8,
+                       captions=captions)
     cond = {'label': ds['labels']} if classes else {'caption': ds['captions']}
     lat = load_safetensors(run / 'latents.safetensors')['latents']
     # layout first (notebook 13): the first `layout_steps` steps train on t >= layout_t_min only; the step is read
@@ -413,9 +415,9 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
     log(f"ldm-edu train: preset {cfg['preset']}, data {ds['source']}, run folder {run}, {where}")
     log(f"step budget: autoencoder {cfg['ae_steps']:,} steps, diffusion {cfg['steps']:,} steps")
     if cfg['preset'] == 'gpu':
-        log("note: the gpu preset has not been measured on a GPU yet; its step counts are estimates. On two CPU "
-            "cores the cpu preset reaches its measured accuracy (notebook 18); expect the gpu preset's larger "
-            "models to need at least as many steps, and check `metrics.json` after the run.")
+        log("note: the gpu preset's step counts are estimates: its accuracy at the full budget has not been "
+            "measured (on an NVIDIA H200 its steps take about 13.5 minutes; notebook 18). Check `metrics.json` "
+            "after the run.")
     clf = None
     if classes:                          # scores label accuracy (and the AE's ceiling); trained by process 0
         if is_main: clf = mnist_classifier(cfg, run, dev)
@@ -466,42 +468,6 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
     _barrier()
     cleanup_distributed()
     return metrics
-
-# %% ../nbs/18_cli.ipynb #881f7eef
-def save_captioned_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, nrow: int,
-                        min_px: int = 128, font_px: int = 11) -> Path:
-    """Write images `(B, C, H, W)` in [-1, 1] as a legible PNG grid: each image upscaled by an integer factor with
-    nearest-neighbour (no blur) to at least `min_px` pixels, and its caption, wrapped, in the strip under it."""
-    from PIL import Image, ImageDraw, ImageFont
-    import textwrap
-    if len(images) != len(captions): raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    B, C, H, W = images.shape
-    k = max(1, math.ceil(min_px / min(H, W)))
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    x = x.repeat_interleave(k, 2).repeat_interleave(k, 3)
-    font = ImageFont.load_default(size=font_px)
-    chars = max(8, int(W * k / (0.55 * font_px)))
-    lines = [textwrap.wrap(c, chars) or [''] for c in captions]
-    strip = (max(len(l) for l in lines) + 1) * (font_px + 2)
-    ncol = min(nrow, B)
-    rows = math.ceil(B / ncol)
-    pad = 4
-    grid = Image.new('RGB', (ncol * (W * k + pad) + pad, rows * (H * k + strip + pad) + pad), 'white')
-    draw = ImageDraw.Draw(grid)
-    for i in range(B):
-        r, c = divmod(i, ncol)
-        arr = x[i].permute(1, 2, 0).numpy()
-        tile = Image.fromarray(arr[..., 0] if C == 1 else arr)
-        left, top = pad + c * (W * k + pad), pad + r * (H * k + strip + pad)
-        grid.paste(tile.convert('RGB'), (left, top))
-        for j, line in enumerate(lines[i]):
-            draw.text((left, top + H * k + 2 + j * (font_px + 2)), line, fill='black', font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    grid.save(tmp, format='PNG')
-    os.replace(tmp, path)
-    return path
 
 # %% ../nbs/18_cli.ipynb #7bf64f0f
 def _load_run_model(run: str | Path) -> tuple[LatentDiffusion, dict]:
