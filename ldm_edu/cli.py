@@ -375,40 +375,23 @@ def _out_of_memory(cfg: dict, ldm: LatentDiffusion, dev: torch.device) -> str:
             f"it activations, which scale with the batch). Lower the batch (a smaller preset, or more processes "
             f"with torchrun, which split it), or free the device of other jobs")
 
-def train(preset: str | None = None, data: str | None = None, out: str | Path | None = None,
-          resume: str | Path | None = None, max_minutes: float | None = None, seed: int | None = None,
-          progress: bool = True, device: str | None = None, overrides: dict | None = None,
-          data_root: str | Path | None = None, download: bool = False) -> dict:
-    """Train a conditional LDM in two stages into a run folder and return its metrics.
-
-    Each stage trains the preset's fixed number of steps, so a seed gives the same model on any machine;
-    `max_minutes` (optional) stops the stages earlier, with a warning, and `resume` finishes them.
-    Stage 1 trains the autoencoder, its latents are cached and rescaled to unit variance, stage 2 trains the UNet and
-    the conditioner (a text encoder for shapes, a class embedder for MNIST) on them. Writes `run.json`, `autoencoder/`
-    and `diffusion/` trainer checkpoints, `latents.safetensors`, `samples/`, the final EMA model `model/`,
-    `history.json` and `metrics.json` (MNIST runs also `classifier.*`)."""
-    t_start = time.perf_counter()
-    dist_info = init_distributed()       # under torchrun: join its process group (one process per device)
-    is_main = dist_info.rank == 0
-    cfg, run = _run_config(preset, data, out, resume, max_minutes, seed, overrides, data_root, download)
+# %% ../nbs/18_cli.ipynb #ea2999b1
+def _check_split(cfg: dict, world_size: int) -> None:
+    "Refuse, before anything is written, a batch that the number of processes does not divide."
     for key in ('ae_batch', 'batch'):
-        if cfg[key] % dist_info.world_size:
-            raise CLIError(f"the preset's {key}={cfg[key]} does not split evenly between {dist_info.world_size} "
+        if cfg[key] % world_size:
+            raise CLIError(f"the preset's {key}={cfg[key]} does not split evenly between {world_size} "
                            f"processes: launch a number of processes that divides it")
-    budget = cfg['max_minutes']
-    spent = lambda: (time.perf_counter() - t_start) / 60
-    dev = torch.device('cuda', dist_info.local_rank) if dist_info.backend == 'nccl' else get_device(device)
-    classes = is_class_conditional(cfg)
+
+def _loggers(progress: bool, is_main: bool) -> tuple[Callable[..., None], Callable[[str], None]]:
+    "`log` (written above the progress bars, silent without them) and `warn` (stderr; process 0 only)."
     from tqdm import tqdm
-    progress = progress and is_main      # one progress bar and one log, from process 0
-    log = (lambda *a: tqdm.write(' '.join(map(str, a)))) if progress else (lambda *a: None)   # above the bars
+    log = (lambda *a: tqdm.write(' '.join(map(str, a)))) if progress else (lambda *a: None)
     warn = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main else (lambda msg: None)
-    hw_start = hardware()
-    set_seed(cfg['seed'])
-    ds = load_data(cfg)                  # before run.json: a dataset that cannot be read leaves nothing behind
-    _barrier()                           # every process has checked the options before anything is written
-    if resume is None and is_main: atomic_write_json(cfg, run / 'run.json')
-    where = hw_start if dev.type == 'cpu' else dev
+    return log, warn
+
+def _log_start(cfg: dict, ds: dict, run: Path, where: Any, dist_info: Any, log: Callable[..., None]) -> None:
+    "The run's first lines: the processes, the preset, the data, the run folder, the hardware and the step budget."
     if dist_info.world_size > 1:
         log(f"data parallel: {dist_info.world_size} processes ({dist_info.backend}); the batch of {cfg['batch']} "
             f"is split between them")
@@ -418,27 +401,13 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
         log("note: the gpu preset's step counts are estimates: its accuracy at the full budget has not been "
             "measured (on an NVIDIA H200 its steps take about 13.5 minutes; notebook 18). Check `metrics.json` "
             "after the run.")
-    clf = None
-    if classes:                          # scores label accuracy (and the AE's ceiling); trained by process 0
-        if is_main: clf = mnist_classifier(cfg, run, dev)
-        _barrier()
-        if not is_main: clf = mnist_classifier(cfg, run, dev)
-    # -- stage 1: autoencoder
-    ae_minutes = None if budget is None else budget * cfg['ae_fraction']
-    vae, ae_tr, ae = _train_autoencoder(cfg, run, ds, dev, progress, ae_minutes, clf)
-    if ae['stop_reason'] == 'time': warn(_cut_short('autoencoder', ae_tr))
-    rec = ae.get('reconstructions_heldout')
-    log(f"autoencoder: {ae['steps']} steps, PSNR {ae['psnr']:.1f} dB (training batch)"
-        + (f", held-out reconstructions {rec['psnr']:.1f} dB, read correctly {rec['all']:.1%}" if rec else '')
-        + f"; scale factor {ae['scale_factor']:.3f}")
-    # -- stage 2: diffusion on cached, rescaled latents
-    df_minutes = None if budget is None else max(1e-3, budget * (1 - cfg['eval_reserve']) - spent())
-    tr = _train_diffusion(cfg, run, ds, vae, ae['scale_factor'], dev, progress, df_minutes, log)
-    if tr.stop_reason == 'time': warn(_cut_short('diffusion', tr))
-    if not is_main:                      # process 0 saves, evaluates and reports
-        _barrier()
-        cleanup_distributed()
-        return {}
+
+# %% ../nbs/18_cli.ipynb #32255c26
+def _save_and_evaluate(cfg: dict, run: Path, ds: dict, dev: torch.device, ae_tr: Trainer, ae: dict, tr: Trainer,
+                       t_start: float, hw_start: str, log: Callable[..., None]) -> dict:
+    """Process 0 at the end of a run: save the EMA model and both stages' curves, evaluate, and return the
+    metrics (`train` adds the process count and writes them to `metrics.json`)."""
+    classes = is_class_conditional(cfg)
     model = tr.sampling_model
     model.save(run / 'model')
     # the curves of both stages, one entry per optimiser step (a resumed run's checkpoints carry the earlier steps)
@@ -461,10 +430,64 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path | 
         metrics.update({f'prompt_accuracy_{k}': v for k, v in res.items()})
         head = (f"test prompts (held-out pairs) {res['heldout']['all']:.1%}, validation prompts "
                 f"{res['val']['all']:.1%}, training combinations {res['train_combinations']['all']:.1%}")
-    metrics['world_size'] = dist_info.world_size
-    atomic_write_json(metrics, run / 'metrics.json')
     log(f"diffusion: {tr.step:,} of {cfg['steps']:,} steps ({tr.stop_reason}) in {tr.elapsed:.0f} s; {head}; "
         f"total {metrics['seconds_total'] / 60:.1f} min -> {run}")
+    return metrics
+
+# %% ../nbs/18_cli.ipynb #116af1a2
+def train(preset: str | None = None, data: str | None = None, out: str | Path | None = None,
+          resume: str | Path | None = None, max_minutes: float | None = None, seed: int | None = None,
+          progress: bool = True, device: str | None = None, overrides: dict | None = None,
+          data_root: str | Path | None = None, download: bool = False) -> dict:
+    """Train a conditional LDM in two stages into a run folder and return its metrics.
+
+    Each stage trains the preset's fixed number of steps, so a seed gives the same model on any machine;
+    `max_minutes` (optional) stops the stages earlier, with a warning, and `resume` finishes them.
+    Stage 1 trains the autoencoder, its latents are cached and rescaled to unit variance, stage 2 trains the UNet and
+    the conditioner (a text encoder for shapes, a class embedder for MNIST) on them. Writes `run.json`, `autoencoder/`
+    and `diffusion/` trainer checkpoints, `latents.safetensors`, `samples/`, the final EMA model `model/`,
+    `history.json` and `metrics.json` (MNIST runs also `classifier.*`)."""
+    t_start = time.perf_counter()
+    dist_info = init_distributed()       # under torchrun: join its process group (one process per device)
+    is_main = dist_info.rank == 0
+    cfg, run = _run_config(preset, data, out, resume, max_minutes, seed, overrides, data_root, download)
+    _check_split(cfg, dist_info.world_size)
+    budget = cfg['max_minutes']
+    spent = lambda: (time.perf_counter() - t_start) / 60
+    dev = torch.device('cuda', dist_info.local_rank) if dist_info.backend == 'nccl' else get_device(device)
+    classes = is_class_conditional(cfg)
+    progress = progress and is_main      # one progress bar and one log, from process 0
+    log, warn = _loggers(progress, is_main)
+    hw_start = hardware()
+    set_seed(cfg['seed'])
+    ds = load_data(cfg)                  # before run.json: a dataset that cannot be read leaves nothing behind
+    _barrier()                           # every process has checked the options before anything is written
+    if resume is None and is_main: atomic_write_json(cfg, run / 'run.json')
+    _log_start(cfg, ds, run, hw_start if dev.type == 'cpu' else dev, dist_info, log)
+    clf = None
+    if classes:                          # scores label accuracy (and the AE's ceiling); trained by process 0
+        if is_main: clf = mnist_classifier(cfg, run, dev)
+        _barrier()
+        if not is_main: clf = mnist_classifier(cfg, run, dev)
+    # -- stage 1: autoencoder
+    ae_minutes = None if budget is None else budget * cfg['ae_fraction']
+    vae, ae_tr, ae = _train_autoencoder(cfg, run, ds, dev, progress, ae_minutes, clf)
+    if ae['stop_reason'] == 'time': warn(_cut_short('autoencoder', ae_tr))
+    rec = ae.get('reconstructions_heldout')
+    log(f"autoencoder: {ae['steps']} steps, PSNR {ae['psnr']:.1f} dB (training batch)"
+        + (f", held-out reconstructions {rec['psnr']:.1f} dB, read correctly {rec['all']:.1%}" if rec else '')
+        + f"; scale factor {ae['scale_factor']:.3f}")
+    # -- stage 2: diffusion on cached, rescaled latents
+    df_minutes = None if budget is None else max(1e-3, budget * (1 - cfg['eval_reserve']) - spent())
+    tr = _train_diffusion(cfg, run, ds, vae, ae['scale_factor'], dev, progress, df_minutes, log)
+    if tr.stop_reason == 'time': warn(_cut_short('diffusion', tr))
+    if not is_main:                      # process 0 saves, evaluates and reports
+        _barrier()
+        cleanup_distributed()
+        return {}
+    metrics = _save_and_evaluate(cfg, run, ds, dev, ae_tr, ae, tr, t_start, hw_start, log)
+    metrics['world_size'] = dist_info.world_size
+    atomic_write_json(metrics, run / 'metrics.json')
     _barrier()
     cleanup_distributed()
     return metrics
