@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .utils import Timer, atomic_write_json, get_device, load_json, load_safetensors, atomic_save_safetensors
-from .utils import save_captioned_grid, save_image_grid, set_seed
+from .utils import save_captioned_grid, set_seed
 from .schedules import NoiseSchedule
 from .vae import AutoencoderKL
 from .unet import UNet

@@ -92,6 +92,37 @@ class LatentModel(nn.Module):
         h = self.image_size // self.vae.downsample_factor
         return (self.vae.latent_channels, h, h)
 
+# %% ../nbs/13_latent_diffusion.ipynb #f6afb118
+def _check_ldm_parts(vae: AutoencoderKL, unet: UNet, cond_stage: nn.Module | None, image_size: int,
+                     cond_drop_prob: float) -> None:
+    "The checks `LatentDiffusion` makes of its parts: their types, and that their shapes and widths fit together."
+    if not isinstance(vae, AutoencoderKL):
+        raise ValueError(f"vae must be an AutoencoderKL, got {type(vae).__name__}")
+    if not isinstance(unet, UNet):
+        raise ValueError(f"unet must be a UNet, got {type(unet).__name__}")
+    if cond_stage is not None and not isinstance(cond_stage, tuple(_COND_KINDS.values())):
+        raise ValueError("cond_stage must be a TextEncoder, a ClassEmbedder or None, "
+                         f"got {type(cond_stage).__name__}")
+    c = vae.latent_channels
+    if unet.in_channels != c or unet.out_channels != c:
+        raise ValueError(f"the UNet must map {c} latent channels to {c} (the autoencoder's "
+                         f"latent_channels), got in_channels={unet.in_channels}, "
+                         f"out_channels={unet.out_channels}")
+    if (cond_stage is None) != (unet.context_dim is None):
+        raise ValueError("a conditioner needs a UNet with context_dim set, and an unconditional model a "
+                         "UNet with context_dim=None "
+                         f"(got cond_stage={type(cond_stage).__name__}, "
+                         f"context_dim={unet.context_dim})")
+    if cond_stage is not None and cond_stage.dim != unet.context_dim:
+        raise ValueError(f"the conditioner's width {cond_stage.dim} must equal the UNet's context_dim "
+                         f"{unet.context_dim}")
+    f = vae.downsample_factor * 2 ** (unet.n_levels - 1)
+    if image_size % f:
+        raise ValueError(f"image_size={image_size} must be divisible by {f} "
+                         "(autoencoder factor x UNet levels)")
+    if not 0.0 <= cond_drop_prob < 1.0:
+        raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+
 # %% ../nbs/13_latent_diffusion.ipynb #92926c84
 class LatentDiffusion(LatentModel):
     """A latent diffusion model: a (frozen) `AutoencoderKL` first stage, a `UNet` denoiser on its scaled
@@ -105,35 +136,12 @@ class LatentDiffusion(LatentModel):
                  cond_stage: nn.Module | None = None, *, image_size: int = 32, parametrization: str = 'eps',
                  weighting: str = 'simple', cond_drop_prob: float = 0.1, freeze_vae: bool = True):
         super().__init__()
-        if not isinstance(vae, AutoencoderKL):
-            raise ValueError(f"vae must be an AutoencoderKL, got {type(vae).__name__}")
-        if not isinstance(unet, UNet): raise ValueError(f"unet must be a UNet, got {type(unet).__name__}")
-        if cond_stage is not None and not isinstance(cond_stage, tuple(_COND_KINDS.values())):
-            raise ValueError("cond_stage must be a TextEncoder, a ClassEmbedder or None, "
-                             f"got {type(cond_stage).__name__}")
-        c = vae.latent_channels
-        if unet.in_channels != c or unet.out_channels != c:
-            raise ValueError(f"the UNet must map {c} latent channels to {c} (the autoencoder's "
-                             f"latent_channels), got in_channels={unet.in_channels}, "
-                             f"out_channels={unet.out_channels}")
-        if (cond_stage is None) != (unet.context_dim is None):
-            raise ValueError("a conditioner needs a UNet with context_dim set, and an unconditional model a "
-                             "UNet with context_dim=None "
-                             f"(got cond_stage={type(cond_stage).__name__}, "
-                             f"context_dim={unet.context_dim})")
-        if cond_stage is not None and cond_stage.dim != unet.context_dim:
-            raise ValueError(f"the conditioner's width {cond_stage.dim} must equal the UNet's context_dim "
-                             f"{unet.context_dim}")
-        f = vae.downsample_factor * 2 ** (unet.n_levels - 1)
-        if image_size % f:
-            raise ValueError(f"image_size={image_size} must be divisible by {f} "
-                             "(autoencoder factor x UNet levels)")
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        _check_ldm_parts(vae, unet, cond_stage, image_size, cond_drop_prob)
         self.vae, self.unet, self.cond_stage, self.schedule = vae, unet, cond_stage, schedule
         self.image_size, self.parametrization, self.weighting = image_size, parametrization, weighting
         self.cond_drop_prob = cond_drop_prob
-        if freeze_vae: self.vae.requires_grad_(False).eval()
+        if freeze_vae:
+            self.vae.requires_grad_(False).eval()
         self.freeze_vae = freeze_vae
 
     @property

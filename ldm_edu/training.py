@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .utils import atomic_save_safetensors, atomic_write_json, get_device, load_json, load_safetensors
-from .utils import save_captioned_grid, save_image_grid, set_seed
+from .utils import save_captioned_grid, set_seed
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'take', 'StepBatches', 'warmup_lr', 'ema_decay_at', 'get_rng_state', 'set_rng_state',
